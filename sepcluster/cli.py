@@ -1,0 +1,111 @@
+"""``sepcluster <command> ...``: parse arguments, then call one public function per job.
+
+Every command also takes ``--config FILE.yaml``: a mapping of option names (``num_mixtures``
+or ``num-mixtures``) to values, used as defaults that command-line flags override. The Ray
+Jobs entrypoints under ``jobs/`` call :func:`main` with their command name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# command -> (module, add-arguments function, run function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "stems": ("sepcluster.stems.cli", "add_arguments", "run_from_args",
+              "make a stem library: prepare MUSDB18 / folders, or synthesise one"),
+    "generate": ("sepcluster.generate.cli", "add_arguments", "run_from_args",
+                 "generate Scaper mixtures on Ray actors into Parquet"),
+    "train": ("sepcluster.train.cli", "add_arguments", "run_from_args",
+              "train per-target separators with Ray Train (DDP)"),
+    "separate": ("sepcluster.separate.cli", "add_arguments", "run_from_args",
+                 "separate a music catalog with Ray Data and write stems"),
+    "evaluate": ("sepcluster.evaluate.cli", "add_arguments", "run_from_args",
+                 "BSS Eval v4 over a catalog (museval or the torch engine)"),
+    "report": ("sepcluster.evaluate.cli", "add_report_arguments", "run_report_from_args",
+               "Markdown/HTML report of evaluation results beside SiSEC 2018"),
+    "pipeline": ("sepcluster.pipeline", "add_arguments", "run_from_args",
+                 "run stems -> generate -> train -> separate -> evaluate from one YAML config"),
+}
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Load ``--config FILE`` (if given) into the parser's defaults, checking every key."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return
+    from .config import load_yaml
+    from .errors import ConfigError
+
+    data = load_yaml(known.config)
+    dests = {a.dest: a for a in parser._actions}
+    defaults = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in dests or dest in ("help", "config"):
+            raise ConfigError(f"{known.config}: {key}", "not an option of this command")
+        action = dests[dest]
+        if isinstance(value, list) and action.nargs is None and action.type is None:
+            value = ",".join(str(v) for v in value)
+        defaults[dest] = value
+    parser.set_defaults(**defaults)
+    # a required option satisfied by the config file is no longer required on the command line
+    for action in parser._actions:
+        if action.dest in defaults:
+            action.required = False
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sepcluster",
+        description="Distributed batch processing for music source separation on Ray. "
+                    "Storage: local paths or s3:// (AWS_* environment). Tracking: MLflow "
+                    "(MLFLOW_TRACKING_URI, default SQLite under $SEPCLUSTER_HOME).")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, add_fn, _run, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
+        p.add_argument("--config", metavar="FILE.yaml",
+                       help="YAML mapping of option names to values (defaults for the flags below)")
+        getattr(importlib.import_module(module), add_fn)(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 some items failed, 2 bad input)."""
+    from .errors import SepclusterError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else None)
+    try:
+        if command in COMMANDS:
+            sub_parser = parser._subparsers._group_actions[0].choices[command]
+            _apply_config(sub_parser, argv[argv.index(command) + 1:])
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        module, _add, run_fn, _help = COMMANDS[args.command]
+        return int(getattr(importlib.import_module(module), run_fn)(args) or 0)
+    except SepclusterError as exc:
+        from .storage import redact
+
+        print(f"sepcluster: error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sepcluster: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""MLflow tracking: one run per job, with params scrubbed of secrets.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` when set (a team server, ``http://...``), otherwise a
+SQLite store at ``$SEPCLUSTER_HOME/mlflow.db`` (default ``~/.sepcluster``) with artifacts in
+``$SEPCLUSTER_HOME/mlartifacts``. Each job logs into the experiment ``sepcluster-<job>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Any, Iterator
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+
+from . import storage  # noqa: E402
+
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "credential", "access_key", "accesskey", "api_key")
+_MAX_PARAM_LEN = 6000
+
+
+def home() -> str:
+    """The folder that holds sepcluster's local state (``$SEPCLUSTER_HOME`` or ``~/.sepcluster``)."""
+    path = os.path.abspath(os.path.expanduser(os.environ.get("SEPCLUSTER_HOME", "~/.sepcluster")))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def tracking_uri() -> str:
+    """The MLflow tracking URI in force (and set it in the environment for child processes)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = "sqlite:///" + os.path.join(home(), "mlflow.db")
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def _default_artifact_root() -> str | None:
+    uri = tracking_uri()
+    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+        return "file://" + os.path.join(home(), "mlartifacts")
+    return None  # a server decides its own artifact root
+
+
+def _mlflow():
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def experiment_id(job: str) -> str:
+    """Get or create the experiment ``sepcluster-<job>``; returns its id."""
+    mlflow = _mlflow()
+    name = os.environ.get("SEPCLUSTER_EXPERIMENT") or f"sepcluster-{job}"
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return mlflow.create_experiment(name, artifact_location=_default_artifact_root())
+    except Exception:  # created concurrently by another process
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _flatten(params: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def safe_params(params: dict) -> dict[str, str]:
+    """Flatten nested params, drop secret-looking keys, redact credentials in values."""
+    out = {}
+    for key, value in _flatten(params).items():
+        if any(w in key.lower() for w in _SECRET_WORDS):
+            continue
+        text = storage.redact("" if value is None else str(value))
+        out[key] = text[:_MAX_PARAM_LEN]
+    return out
+
+
+@contextlib.contextmanager
+def job_run(job: str, params: dict | None = None, run_name: str | None = None,
+            tags: dict | None = None) -> Iterator[Any]:
+    """Open an MLflow run for ``job`` in experiment ``sepcluster-<job>``; yields the ActiveRun.
+
+    On an exception the run ends with status FAILED and the error is re-raised.
+    """
+    mlflow = _mlflow()
+    exp = experiment_id(job)
+    all_tags = {"sepcluster.job": job}
+    all_tags.update(tags or {})
+    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=all_tags) as run:
+        if params:
+            mlflow.log_params(safe_params(params))
+        yield run
+
+
+@contextlib.contextmanager
+def child_run(name: str, params: dict | None = None, tags: dict | None = None) -> Iterator[Any]:
+    """A nested run under the active one (e.g. one per target in training)."""
+    mlflow = _mlflow()
+    parent = mlflow.active_run()
+    exp = parent.info.experiment_id if parent else None
+    with mlflow.start_run(run_name=name, nested=True, experiment_id=exp, tags=tags) as run:
+        if params:
+            mlflow.log_params(safe_params(params))
+        yield run
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numeric metrics to the active run (non-finite and non-numeric values are skipped)."""
+    mlflow = _mlflow()
+    clean = {}
+    for k, v in metrics.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if f == f and abs(f) != float("inf"):
+            clean[k] = f
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_params(params: dict) -> None:
+    _mlflow().log_params(safe_params(params))
+
+
+def set_tags(tags: dict) -> None:
+    _mlflow().set_tags({k: storage.redact(str(v)) for k, v in tags.items()})
+
+
+def log_artifact(local_path: str, artifact_path: str | None = None) -> None:
+    """Upload a local file or folder to the active run's artifacts."""
+    mlflow = _mlflow()
+    if os.path.isdir(local_path):
+        mlflow.log_artifacts(local_path, artifact_path=artifact_path)
+    else:
+        mlflow.log_artifact(local_path, artifact_path=artifact_path)
+
+
+def log_dict(obj: Any, name: str) -> None:
+    """Store a JSON/YAML-serialisable object as an artifact file ``name``."""
+    _mlflow().log_dict(obj, name)
+
+
+def log_text(text: str, name: str) -> None:
+    _mlflow().log_text(storage.redact(text), name)
+
+
+def artifact_dir() -> str:
+    """A fresh local temp folder for staging artifacts."""
+    return tempfile.mkdtemp(prefix="sepcluster-artifacts-")

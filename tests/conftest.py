@@ -1,0 +1,43 @@
+"""Shared fixtures: real data from ../shared (skipped when absent), temp homes for MLflow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("SEPCLUSTER_NO_PROGRESS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MUSDB_SAMPLE = SHARED / "data" / "musdb18-sample"
+MUSEVAL_REFERENCE = SHARED / "data" / "museval-reference"
+SISEC18 = SHARED / "data" / "sisec18"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The ../shared/data folder; tests using it skip when it is absent."""
+    if not (SHARED / "data").is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def musdb_sample(shared_data) -> Path:
+    if not MUSDB_SAMPLE.is_dir():
+        pytest.skip("../shared/data/musdb18-sample is absent")
+    return MUSDB_SAMPLE
+
+
+@pytest.fixture()
+def sepcluster_home(tmp_path, monkeypatch) -> Path:
+    """A private SEPCLUSTER_HOME with its own SQLite MLflow store for one test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SEPCLUSTER_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(home / "mlflow.db"))
+    return home
