@@ -41,3 +41,27 @@ def sepcluster_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SEPCLUSTER_HOME", str(home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(home / "mlflow.db"))
     return home
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on 127.0.0.1 for the whole session."""
+    from sepcluster.localcluster import S3Server
+
+    server = S3Server(str(tmp_path_factory.mktemp("seaweedfs")))
+    try:
+        server.start()
+    except RuntimeError as exc:  # pragma: no cover - only when weed is missing
+        pytest.skip(f"S3 server unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server, monkeypatch) -> str:
+    """A fresh bucket ``s3://...`` with the AWS_* environment pointing at the local server."""
+    import uuid
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server.create_bucket("t" + uuid.uuid4().hex[:12])

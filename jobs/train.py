@@ -1,0 +1,19 @@
+"""Ray Jobs entrypoint for `sepcluster train`.
+
+    ray job submit --address http://HEAD:8265 --working-dir . \
+        --runtime-env cluster/runtime_env.yaml -- python jobs/train.py --config CONFIG.yaml
+
+Also runs as `python jobs/train.py ...` against a local Ray. Same flags as
+`sepcluster train --help`; this file only hands them to the library.
+"""
+
+import os
+import sys
+
+# the submitted working dir (or this checkout) provides the package
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sepcluster.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))
