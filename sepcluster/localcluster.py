@@ -78,6 +78,19 @@ def _wait(check, timeout: float, what: str, proc: subprocess.Popen | None = None
     raise RuntimeError(f"{what} did not become ready in {timeout:.0f}s")
 
 
+def _ray_get(url: str, timeout: float = 3.0) -> bytes:
+    """GET a Ray dashboard URL with the cluster's auth token (Ray 2.60 enables token auth)."""
+    headers = {}
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    token_file = os.path.expanduser("~/.ray/auth_token")
+    if not token and os.path.exists(token_file):
+        token = open(token_file).read().strip()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+        return r.read()
+
+
 def _stop_group(pid: int, timeout: float = 15.0) -> None:
     """SIGTERM the process group of ``pid``, then SIGKILL after ``timeout``."""
     try:
@@ -253,12 +266,15 @@ class RayLocalCluster:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"})
+        env.update(self.client_env())
+        # job entrypoints run `python ...` on the head: make that this environment's python
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         env.update(self.env)
         return env
 
     def start(self, timeout: float = 120.0) -> "RayLocalCluster":
         os.makedirs(self.data_dir, exist_ok=True)
-        self.port = self.port or free_port_block(1, low=16000, high=19000, step=7)
+        self.port = self.port or free_port_block(1, low=20000, high=22000, step=7)
         self.dashboard_port = self.dashboard_port or free_port_block(1, low=8300, high=8900, step=3)
         ray = _bin("ray")
         log = os.path.join(self.data_dir, "ray-head.log")
@@ -266,27 +282,55 @@ class RayLocalCluster:
                        "--port", str(self.port), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
                        "--resources", json.dumps({"sepcluster_head": 100}),
                        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                       "--dashboard-port", str(self.dashboard_port), "--disable-usage-stats"], log, self._env())
+                       "--dashboard-port", str(self.dashboard_port), *self._node_ports(0),
+                       "--ray-client-server-port", str(free_port_block(1, low=22000, high=23000, step=1)),
+                       "--disable-usage-stats"], log, self._env())
         self.pids["head"] = head.pid
-        _wait(lambda: urllib.request.urlopen(self.dashboard + "/api/version", timeout=2).status == 200,
-              timeout, "Ray head", head, log)
+        try:
+            self._wait_head(head, log, timeout)
+        except BaseException:
+            self.stop()
+            raise
         for i in range(1, self.workers + 1):
-            self.add_worker(f"worker{i}", timeout=timeout)
+            try:
+                self.add_worker(f"worker{i}", timeout=timeout)
+            except BaseException:
+                self.stop()
+                raise
         return self
+
+    def _wait_head(self, head, log, timeout):
+        _wait(lambda: _ray_get(self.dashboard + "/api/version"), timeout, "Ray head", head, log)
+
+    @staticmethod
+    def client_env() -> dict[str, str]:
+        """Environment for processes that talk to this cluster (nodes, drivers, job clients).
+
+        Ray 2.60 turns token authentication on for a new head; every node and client must then
+        say so. The token is Ray's own (``~/.ray/auth_token``, made by Ray on first use).
+        """
+        return {"RAY_AUTH_MODE": "token"}
+
+    def _node_ports(self, index: int) -> list[str]:
+        """Per-node port flags, so several nodes can share one host without clashes."""
+        lo = 24000 + 1000 * (index % 8)
+        agent = free_port_block(1, low=23000, high=24000, step=1)
+        return ["--min-worker-port", str(lo), "--max-worker-port", str(lo + 999),
+                "--dashboard-agent-listen-port", str(agent)]
 
     def add_worker(self, name: str, timeout: float = 120.0) -> None:
         log = os.path.join(self.data_dir, f"ray-{name}.log")
         proc = _spawn([_bin("ray"), "start", "--block", "--address", self.address, "--node-ip-address", "127.0.0.1",
                        "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
-                       "--resources", json.dumps({f"sepcluster_{name}": 100}), "--disable-usage-stats"],
+                       "--resources", json.dumps({f"sepcluster_{name}": 100}), *self._node_ports(len(self.pids)),
+                       "--disable-usage-stats"],
                       log, self._env())
         self.pids[name] = proc.pid
         want = len(self.pids)
         _wait(lambda: self.alive_nodes() >= want, timeout, f"Ray node {name}", proc, log)
 
     def alive_nodes(self) -> int:
-        with urllib.request.urlopen(self.dashboard + "/nodes?view=summary", timeout=3) as r:
-            data = json.loads(r.read())
+        data = json.loads(_ray_get(self.dashboard + "/nodes?view=summary"))
         summary = data.get("data", {}).get("summary", [])
         return sum(1 for n in summary if n.get("raylet", {}).get("state") == "ALIVE")
 
