@@ -13,6 +13,8 @@ import sys
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+# Ray runs workers at niceness 15 by default: on a shared machine they then starve
+os.environ.setdefault("RAY_worker_niceness", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import ray  # noqa: E402
