@@ -1,0 +1,141 @@
+"""Benchmark: museval 0.4.1 vs sepcluster's torch BSS Eval v4 on the same tracks.
+
+    .venv/bin/python bench/evaluate.py [--seconds 60] [--tracks 1] [--device cpu|cuda] [--json OUT]
+
+Each track is stereo with 4 targets (vocals, drums, bass, other), 44.1 kHz: the real MUSDB
+sample from ../shared (tiled to the length, each repetition with its own gains so that the
+track is not periodic) or, without ../shared, synthetic coloured-noise stems. Estimates are
+imperfect (scaled target + delayed copy + leakage of the mixture + noise). Both engines get the
+identical arrays and museval's defaults (1 s windows and hops, 512-tap filters).
+
+Prints, per engine, wall and CPU seconds per track-minute, the speed ratio, and the largest
+per-frame difference per metric (and whether NaN frames agree). No network needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SAMPLE = ROOT.parent / "shared" / "data" / "musdb18-sample" / "train" / "Music Delta - 80s Rock"
+SOURCES = ("vocals", "drums", "bass", "other")
+RATE = 44100
+
+
+def make_track(seconds: float, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """references, estimates: float64 (4, samples, 2); and where the audio comes from."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    if SAMPLE.is_dir():
+        import soundfile as sf
+
+        stems = [sf.read(str(SAMPLE / f"{s}.wav"), always_2d=True)[0] for s in SOURCES]
+        length = stems[0].shape[0]
+        reps = int(np.ceil(n / length))
+        refs = np.zeros((4, reps * length, 2))
+        for k in range(reps):
+            gains = rng.uniform(0.6, 1.2, size=4)
+            for j in range(4):
+                refs[j, k * length:(k + 1) * length] = gains[j] * stems[j]
+        refs = refs[:, :n]
+        origin = f"real MUSDB sample tiled to {seconds:g} s"
+    else:
+        from scipy.signal import lfilter
+
+        refs = np.stack([np.stack([lfilter([1.0], [1.0, -0.6 - 0.1 * j], rng.standard_normal(n)) * 0.1
+                                   for _ in range(2)], axis=1) for j in range(4)])
+        origin = f"synthetic coloured noise, {seconds:g} s"
+    mix = refs.sum(axis=0)
+    ests = np.stack([0.7 * refs[j] + 0.2 * np.roll(refs[j], 7 + 5 * j, axis=0) + 0.15 * mix
+                     + 0.003 * rng.standard_normal(refs[j].shape) for j in range(4)])
+    return refs, ests, origin
+
+
+def timed(fn):
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60.0, help="track length (default 60)")
+    ap.add_argument("--tracks", type=int, default=1, help="number of tracks (default 1)")
+    ap.add_argument("--device", default="cpu", help="torch engine device (cpu or cuda)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--skip-museval", action="store_true", help="time the torch engine only")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+
+    import torch
+    import museval.metrics as mm
+
+    from sepcluster.evaluate.bsseval import bss_eval
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+          f"device {args.device}", flush=True)
+    # warm-up (first-call allocations, FFT plans)
+    r0, e0, _ = make_track(3.0, 99)
+    bss_eval(r0, e0, window=RATE, hop=RATE, device=args.device)
+
+    totals = {"museval": [0.0, 0.0], "torch": [0.0, 0.0]}
+    worst = {m: 0.0 for m in ("SDR", "ISR", "SIR", "SAR")}
+    nan_agree = True
+    minutes = 0.0
+    for k in range(args.tracks):
+        refs, ests, origin = make_track(args.seconds, k)
+        minutes += refs.shape[1] / RATE / 60.0
+        print(f"track {k}: {origin}, 4 targets, stereo", flush=True)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        ours, w, c = timed(lambda: bss_eval(refs, ests, window=RATE, hop=RATE, device=args.device))
+        totals["torch"][0] += w
+        totals["torch"][1] += c
+        print(f"  torch   : {w:8.2f} s wall, {c:8.2f} s CPU", flush=True)
+        if args.skip_museval:
+            continue
+        ref, w, c = timed(lambda: mm.bss_eval(refs, ests, window=RATE, hop=RATE))
+        totals["museval"][0] += w
+        totals["museval"][1] += c
+        print(f"  museval : {w:8.2f} s wall, {c:8.2f} s CPU", flush=True)
+        for name, a, b in zip(worst, (ours.sdr, ours.isr, ours.sir, ours.sar), ref[:4]):
+            nan_agree &= bool(np.array_equal(np.isnan(a), np.isnan(b)))
+            fin = np.isfinite(a) & np.isfinite(b)
+            if fin.any():
+                worst[name] = max(worst[name], float(np.max(np.abs(a[fin] - b[fin]))))
+
+    res = {"seconds_per_track": args.seconds, "tracks": args.tracks, "device": args.device,
+           "torch_threads": torch.get_num_threads(),
+           "torch_wall_s_per_track_minute": totals["torch"][0] / minutes,
+           "torch_cpu_s_per_track_minute": totals["torch"][1] / minutes}
+    print("\nseconds per track-minute (4 stereo targets):")
+    print(f"  torch   : {res['torch_wall_s_per_track_minute']:8.2f} wall  {res['torch_cpu_s_per_track_minute']:8.2f} CPU")
+    if not args.skip_museval:
+        res.update({"museval_wall_s_per_track_minute": totals["museval"][0] / minutes,
+                    "museval_cpu_s_per_track_minute": totals["museval"][1] / minutes,
+                    "speedup_wall": totals["museval"][0] / totals["torch"][0],
+                    "speedup_cpu": totals["museval"][1] / totals["torch"][1],
+                    "max_abs_diff_db": worst, "nan_frames_agree": nan_agree})
+        print(f"  museval : {res['museval_wall_s_per_track_minute']:8.2f} wall  "
+              f"{res['museval_cpu_s_per_track_minute']:8.2f} CPU")
+        print(f"  speed-up: {res['speedup_wall']:.1f}x wall, {res['speedup_cpu']:.1f}x CPU")
+        print("largest per-frame difference (dB): " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
+              + f"; NaN frames agree: {nan_agree}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
