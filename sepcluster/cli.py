@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
     try:
-        if command in COMMANDS:
+        if command in COMMANDS and command != "pipeline":  # the pipeline's --config is its own YAML
             sub_parser = parser._subparsers._group_actions[0].choices[command]
             _apply_config(sub_parser, argv[argv.index(command) + 1:])
         args = parser.parse_args(argv)

@@ -254,6 +254,7 @@ class RayLocalCluster:
     dashboard_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    temp_root: str = ""
 
     @property
     def address(self) -> str:
@@ -272,6 +273,21 @@ class RayLocalCluster:
         env.update(self.env)
         return env
 
+    def _temp_dir(self, name: str) -> str:
+        """Each node's own Ray temp dir (sessions, logs, runtime envs).
+
+        Nodes on one host would otherwise share ``/tmp/ray/session_*``, and with it the unpacked
+        ``working_dir`` of a job: a worker node's runtime-env agent re-extracting or garbage
+        collecting it pulls the directory from under the job's driver on the head (its cwd
+        vanishes). Real nodes have their own disks; so do these. Short path: Ray's Unix socket
+        paths live below it (108-byte limit).
+        """
+        if not self.temp_root:
+            import tempfile
+
+            self.temp_root = tempfile.mkdtemp(prefix="sepray-", dir="/tmp")
+        return os.path.join(self.temp_root, name)
+
     def start(self, timeout: float = 120.0) -> "RayLocalCluster":
         os.makedirs(self.data_dir, exist_ok=True)
         self.port = self.port or free_port_block(1, low=20000, high=22000, step=7)
@@ -284,7 +300,7 @@ class RayLocalCluster:
                        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                        "--dashboard-port", str(self.dashboard_port), *self._node_ports(0),
                        "--ray-client-server-port", str(free_port_block(1, low=22000, high=23000, step=1)),
-                       "--disable-usage-stats"], log, self._env())
+                       "--temp-dir", self._temp_dir("head"), "--disable-usage-stats"], log, self._env())
         self.pids["head"] = head.pid
         try:
             self._wait_head(head, log, timeout)
@@ -323,7 +339,7 @@ class RayLocalCluster:
         proc = _spawn([_bin("ray"), "start", "--block", "--address", self.address, "--node-ip-address", "127.0.0.1",
                        "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
                        "--resources", json.dumps({f"sepcluster_{name}": 100}), *self._node_ports(len(self.pids)),
-                       "--disable-usage-stats"],
+                       "--temp-dir", self._temp_dir(name), "--disable-usage-stats"],
                       log, self._env())
         self.pids[name] = proc.pid
         want = len(self.pids)
@@ -343,6 +359,9 @@ class RayLocalCluster:
     def stop(self) -> None:
         for name in [n for n in self.pids if n != "head"] + (["head"] if "head" in self.pids else []):
             self.stop_node(name)
+        if self.temp_root:
+            shutil.rmtree(self.temp_root, ignore_errors=True)
+            self.temp_root = ""
 
 
 # --------------------------------------------------------------------------- CLI
