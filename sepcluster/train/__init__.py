@@ -1,0 +1,28 @@
+"""The ``train`` job: per-target separators with Ray Train DDP, checkpoints, resume and MLflow.
+
+* :func:`train` (runner): one TorchTrainer per target, resumable, logged, writes a bundle.
+* :class:`TrainConfig` / :func:`load_train_config` (config): the flat, checked YAML config.
+* :mod:`~sepcluster.train.data`: the three data sources (Parquet, on-the-fly, stem library).
+* :mod:`~sepcluster.train.loop`: the per-worker ``train_func`` and its plain step functions.
+* :func:`evaluate_heldout` (quality): SI-SDR improvement of a bundle on held-out songs.
+
+Imports are lazy so ``import sepcluster.train`` stays light (no torch or ray).
+"""
+
+from __future__ import annotations
+
+from .config import TrainConfig, load_train_config
+
+__all__ = ["TrainConfig", "load_train_config", "train", "TrainResult", "evaluate_heldout"]
+
+
+def __getattr__(name: str):
+    if name in ("train", "TrainResult", "TargetResult"):
+        from . import runner
+
+        return getattr(runner, name)
+    if name == "evaluate_heldout":
+        from .quality import evaluate_heldout
+
+        return evaluate_heldout
+    raise AttributeError(f"module 'sepcluster.train' has no attribute {name!r}")
