@@ -180,7 +180,7 @@ def run_pipeline(config: dict[str, Any], stages: list[str] | None = None, config
         if "evaluate" in stages:
             t0 = time.time()
             common = ["--references", paths["heldout"], "--subset", "test", "--is-wav",
-                      "--engine", ev.get("engine", "torch"), "--targets", ",".join(targets)]
+                      "--engine", ev.get("engine", "torch")]  # every estimated target (+ accompaniment)
             status |= _cli(["evaluate", *common, "--estimates", paths["separated"], "--out", paths["scores"],
                             "--method", ev.get("method", "sepcluster-demo")])
             if sep.get("oracle", True):
@@ -191,10 +191,10 @@ def run_pipeline(config: dict[str, Any], stages: list[str] | None = None, config
         if "report" in stages:
             t0 = time.time()
             results = [paths["scores"]] + ([paths["scores-oracle"]] if sep.get("oracle", True) else [])
-            argv = ["report", "--results", ",".join(results), "--out", paths["report"]]
+            argv = ["report", "--results", *results, "--out", paths["report"]]
             methods = (config.get("report") or {}).get("methods")
             if methods:
-                argv += ["--methods", ",".join(methods) if isinstance(methods, list) else str(methods)]
+                argv += ["--methods", *(methods if isinstance(methods, list) else str(methods).split(","))]
             status |= _cli(argv)
             timings["report"] = time.time() - t0
     finally:

@@ -90,8 +90,8 @@ def _print_summary(summary: dict) -> None:
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``sepcluster report``."""
-    parser.add_argument("--results", required=True, metavar="URI",
-                        help="an evaluate --out folder (or its frames.parquet)")
+    parser.add_argument("--results", required=True, nargs="+", metavar="URI",
+                        help="evaluate --out folder(s) (or their frames.parquet); several are compared")
     parser.add_argument("--out", default=None, metavar="URI", help="report folder (default <results>/report)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="SiSEC 2018 methods to show (default all), e.g. TAK1 UHL2 IRM1")
@@ -107,7 +107,8 @@ def run_report_from_args(args: argparse.Namespace) -> int:
     """Run ``sepcluster report``."""
     from .report import write_report
 
-    rep = write_report(args.results, out=args.out, methods=_list(args.methods), baselines=_list(args.baselines),
+    results = args.results if len(args.results) > 1 else args.results[0]
+    rep = write_report(results, out=args.out, methods=_list(args.methods), baselines=_list(args.baselines),
                        targets=_list(args.targets), log_mlflow=not args.no_mlflow, title=args.title)
     print(f"report: {rep['markdown']}\n        {rep['html']}\n        {rep['boxplot']}")
     if len(rep["wilcoxon"]):

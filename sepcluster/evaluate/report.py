@@ -52,8 +52,18 @@ def published_sdr() -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def load_frames(results: str) -> pd.DataFrame:
-    """The frame table of an evaluate output folder (``frames.parquet``) or of a Parquet file."""
+def load_frames(results) -> pd.DataFrame:
+    """The frame table of an evaluate output folder (``frames.parquet``) or of a Parquet file.
+
+    ``results`` may also be a list (or comma-separated string) of them: e.g. a model's scores
+    and the oracle's, each with its own ``method``; their frames are concatenated.
+    """
+    if isinstance(results, (list, tuple)) or "," in str(results):
+        parts = results if isinstance(results, (list, tuple)) else str(results).split(",")
+        parts = [p for p in (str(x).strip() for x in parts) if p]
+        if len(parts) > 1:
+            return pd.concat([load_frames(p) for p in parts], ignore_index=True)
+        results = parts[0]
     uri = str(results)
     if not storage.exists(uri):
         raise DataError(f"{storage.redact(uri)}: results not found")
@@ -244,7 +254,7 @@ def write_report(results: str, out: str | None = None, methods: list[str] | None
     common = sorted(set(ours["track"]) & set(sisec["track"]))
 
     if out is None:
-        base = str(results)
+        base = str(results[0] if isinstance(results, (list, tuple)) else str(results).split(",")[0])
         if not storage.isdir(base):
             base = storage.parent(base)
         out = storage.join(base, "report")
