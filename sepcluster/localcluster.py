@@ -104,11 +104,21 @@ def _stop_group(pid: int, timeout: float = 15.0) -> None:
             return
         deadline = time.time() + wait
         while time.time() < deadline:
+            _reap(pid)
             try:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
                 return
             time.sleep(0.2)
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid`` if it is our exited child: an unreaped (zombie) group leader would keep
+    its process group "alive" to ``killpg(pgid, 0)`` and make every stop wait its full timeout."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _state_path(name: str) -> str:
