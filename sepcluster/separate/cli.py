@@ -1,0 +1,60 @@
+"""``sepcluster separate``: arguments and the call to :func:`sepcluster.separate.pipeline.separate`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``separate`` options to ``parser``."""
+    src = parser.add_argument_group("what to separate")
+    src.add_argument("--input", required=True, metavar="SRC",
+                     help="a folder or s3:// prefix (recursive), a Parquet/CSV manifest (column uri), "
+                          "a MUSDB root (with --subset) or one audio file")
+    src.add_argument("--subset", help="MUSDB subset(s) of a MUSDB root: train, test or train,test")
+    src.add_argument("--limit", type=int, help="only the first N inputs")
+    how = parser.add_argument_group("separator")
+    sep = how.add_mutually_exclusive_group()
+    sep.add_argument("--model", metavar="BUNDLE", help="separator bundle (folder URI)")
+    sep.add_argument("--oracle", choices=["irm", "irm1", "irm2"],
+                     help="ideal ratio masks from the reference stems of MUSDB-layout inputs (no model)")
+    how.add_argument("--targets", help="comma-separated targets (default: all of the bundle / oracle)")
+    how.add_argument("--niter", type=int, default=1, help="Wiener EM iterations (default 1)")
+    how.add_argument("--softmask", action="store_true", help="ratio masks as the Wiener filter's initial estimate")
+    how.add_argument("--residual", action="store_true",
+                     help="add an 'accompaniment' stem: the mixture minus the targets")
+    how.add_argument("--double", action="store_true", help="Wiener filter in double precision")
+    how.add_argument("--downmix", action="store_true",
+                     help="average inputs with more than 2 channels to mono (otherwise they are errors)")
+    how.add_argument("--chunk-seconds", type=float, default=30.0,
+                     help="STFT chunk length; memory grows with it, not with the track (0: whole track)")
+    how.add_argument("--overlap-seconds", type=float, default=3.0, help="cross-faded overlap between chunks")
+    how.add_argument("--batch-chunks", type=int, help="chunks per model call (default 4 on GPU, 1 on CPU)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="URI",
+                     help="output folder: <out>/<track>/<target>.<ext> and <out>/catalog.parquet")
+    out.add_argument("--format", default="wav", choices=["wav", "flac", "ogg", "aiff"])
+    out.add_argument("--bits", type=int, default=16, choices=[16, 24, 32], help="16, 24 or 32 (float, wav/aiff)")
+    out.add_argument("--overwrite", action="store_true", help="redo tracks already done in the catalog")
+    ray = parser.add_argument_group("cluster")
+    ray.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local Ray)")
+    ray.add_argument("--device", help="cpu or cuda (default: cuda when the cluster has GPUs)")
+    ray.add_argument("--num-actors", type=int, help="separating actors (default: one per GPU, else CPUs // 4)")
+    ray.add_argument("--inline-seconds", type=float, default=600.0,
+                     help="tracks up to this length are decoded by CPU tasks; longer ones stream in the actor")
+    ray.add_argument("--run-name", help="MLflow run name")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the job; prints the summary; returns 0, or 1 when some tracks failed."""
+    from .pipeline import separate
+
+    summary = separate(model=args.model, input=args.input, out=args.out, targets=args.targets, format=args.format,
+                       bits=args.bits, niter=args.niter, softmask=args.softmask, residual=args.residual,
+                       oracle=args.oracle, subset=args.subset, overwrite=args.overwrite, downmix=args.downmix,
+                       address=args.address, device=args.device, chunk_seconds=args.chunk_seconds or None,
+                       overlap_seconds=args.overlap_seconds, batch_chunks=args.batch_chunks,
+                       num_actors=args.num_actors, inline_seconds=args.inline_seconds, double=args.double,
+                       limit=args.limit, run_name=args.run_name)
+    print(summary.format())
+    return summary.exit_code
