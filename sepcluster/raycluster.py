@@ -44,7 +44,19 @@ def init(address: str | None = None, num_cpus: int | None = None, num_gpus: int 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    runtime_env = {"env_vars": worker_env()}
+    env = worker_env()
+    # Inside a Ray Jobs entrypoint the job already has a runtime env; Ray refuses a driver
+    # runtime env that repeats its keys, so forward only what the job does not set itself.
+    job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job_config:
+        import json
+
+        try:
+            job_env = (json.loads(job_config).get("runtime_env") or {}).get("env_vars") or {}
+        except (ValueError, AttributeError):
+            job_env = {}
+        env = {k: v for k, v in env.items() if k not in job_env}
+    runtime_env = {"env_vars": env}
     if address and address != "local":
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, **kwargs)
         return
