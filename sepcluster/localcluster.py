@@ -78,16 +78,24 @@ def _wait(check, timeout: float, what: str, proc: subprocess.Popen | None = None
     raise RuntimeError(f"{what} did not become ready in {timeout:.0f}s")
 
 
-def _ray_get(url: str, timeout: float = 3.0) -> bytes:
-    """GET a Ray dashboard URL with the cluster's auth token (Ray 2.60 enables token auth)."""
-    headers = {}
+def auth_headers() -> dict[str, str]:
+    """The HTTP header that carries this user's Ray token (Ray 2.60 turns token auth on).
+
+    Explicit, because Ray caches its auth mode when it is first imported: a process that imported
+    ray before the cluster (and its ``~/.ray/auth_token``) existed would otherwise send none.
+    """
     token = os.environ.get("RAY_AUTH_TOKEN")
-    token_file = os.path.expanduser("~/.ray/auth_token")
+    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
     if not token and os.path.exists(token_file):
-        token = open(token_file).read().strip()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+        with open(token_file) as f:
+            token = f.read().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _ray_get(url: str, timeout: float = 3.0) -> bytes:
+    """GET a Ray dashboard URL with the cluster's auth token."""
+    request = urllib.request.Request(url, headers=auth_headers())
+    with urllib.request.urlopen(request, timeout=timeout) as r:
         return r.read()
 
 
@@ -303,6 +311,9 @@ class RayLocalCluster:
         self.port = self.port or free_port_block(1, low=20000, high=22000, step=7)
         self.dashboard_port = self.dashboard_port or free_port_block(1, low=8300, high=8900, step=3)
         ray = _bin("ray")
+        # `ray start` refuses token mode without a token; make this user's (once) as Ray would
+        subprocess.run([ray, "get-auth-token", "--generate"], env=self._env(), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         log = os.path.join(self.data_dir, "ray-head.log")
         head = _spawn([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
                        "--port", str(self.port), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
@@ -336,6 +347,12 @@ class RayLocalCluster:
         say so. The token is Ray's own (``~/.ray/auth_token``, made by Ray on first use).
         """
         return {"RAY_AUTH_MODE": "token"}
+
+    def job_client(self):
+        """A :class:`ray.job_submission.JobSubmissionClient` for this cluster's dashboard."""
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.dashboard, headers=auth_headers())
 
     def _node_ports(self, index: int) -> list[str]:
         """Per-node port flags, so several nodes can share one host without clashes."""

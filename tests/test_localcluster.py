@@ -47,14 +47,14 @@ def test_mlflow_server_receives_runs_from_driver_and_ray_workers(tmp_path, monke
 
 @pytest.mark.slow
 def test_two_node_cluster_up_jobs_api_and_stop_node(tmp_path, monkeypatch):
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     cluster = RayLocalCluster(str(tmp_path / "ray"), workers=1, num_cpus=1).start()
     try:
         for key, value in cluster.client_env().items():
             monkeypatch.setenv(key, value)
         assert cluster.alive_nodes() == 2
-        client = JobSubmissionClient(cluster.dashboard)
+        client = cluster.job_client()
         job = client.submit_job(entrypoint=(
             "python -c \"import ray; ray.init(); r = ray.cluster_resources(); "
             "print('NODES', sorted(k for k in r if k.startswith('sepcluster_')))\""))

@@ -48,23 +48,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     parser.add_argument("--report", action="store_true", help="write the SiSEC comparison report afterwards")
     parser.add_argument("--separate-with", metavar="BUNDLE", default=None,
-                        help="separate with a model bundle and evaluate in one pipeline (not available yet)")
+                        help="instead of --estimates: separate each track's mixture with this model bundle and "
+                             "score it in the same Ray task (no stems written)")
+    parser.add_argument("--niter", type=int, default=1,
+                        help="with --separate-with: Wiener EM iterations (default 1)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``sepcluster evaluate``; 0 when every track was scored, 1 when some failed."""
     from .pipeline import evaluate
 
-    if getattr(args, "separate_with", None):
-        raise ConfigError("--separate-with", "not available yet: the separate job exposes no in-process "
-                                             "pipeline API; run `sepcluster separate` and pass its catalog "
-                                             "as --estimates")
-    if not args.estimates:
-        raise ConfigError("--estimates", "is required (a folder <track>/<target>.wav or a separate catalog)")
+    if args.separate_with and args.estimates:
+        raise ConfigError("--separate-with", "give either --estimates or --separate-with, not both")
+    if not args.estimates and not args.separate_with:
+        raise ConfigError("--estimates", "is required (a folder <track>/<target>.wav or a separate catalog), "
+                                         "unless --separate-with names a model bundle")
     summary = evaluate(args.references, args.estimates, args.out, engine=args.engine, targets=_list(args.targets),
                        window=args.window, hop=args.hop, method=args.method, address=args.address,
                        subset=args.subset, is_wav=args.is_wav, device=args.device, write_json=not args.no_json,
-                       log_mlflow=not args.no_mlflow, num_cpus=args.num_cpus, tracks=_list(args.tracks))
+                       log_mlflow=not args.no_mlflow, num_cpus=args.num_cpus, tracks=_list(args.tracks),
+                       separate_with=args.separate_with, niter=args.niter)
     _print_summary(summary)
     if getattr(args, "report", False):
         from .report import write_report
@@ -80,6 +83,8 @@ def _print_summary(summary: dict) -> None:
     spm = summary.get("seconds_per_track_minute")
     if spm is not None:
         print(f"engine time: {spm:.2f} s per track-minute")
+    if summary.get("separate_with"):
+        print(f"separated in memory with {summary['separate_with']}: {summary['separate_seconds']:.1f} s")
     for target, vals in summary["scores"].items():
         print(f"  {target:<14} " + "  ".join(f"{m} {vals[m]:7.2f}" if vals[m] is not None else f"{m}     nan"
                                                for m in ("SDR", "SIR", "SAR", "ISR")))

@@ -21,6 +21,12 @@ Estimates (``estimates``), one of:
   output_uri, status``; rows whose status is not one of :data:`OK_STATUSES` are skipped
   (counted); relative ``output_uri`` are relative to the catalog's folder.
 
+Or no estimates and ``separate_with`` = a separator bundle (``sepcluster separate --model``):
+each track's mixture (the MUSDB mixture stream, a ``mixture.*`` file beside the stems, the
+generate dataset's mixture; else the sum of the reference stems) is separated in the same Ray
+task that scores it, in memory, and no stems are written (``summary.json`` then records the
+separation time as ``separate_seconds``).
+
 Output under ``out``:
 
 - ``frames.parquet``: one row per (method, track, target, frame): ``method, track, target,
@@ -59,6 +65,7 @@ log = logging.getLogger(__name__)
 
 OK_STATUSES = ("ok", "done", "success", "succeeded", "completed", "written")
 MUSDB_SOURCES = ("vocals", "drums", "bass", "other")
+DERIVED_REFERENCES = ("accompaniment", "linear_mixture", "mixture")  # sums of the others, not stems
 STEM_MP4_STREAMS = {"drums": 1, "bass": 2, "other": 3, "vocals": 4}  # 0 = mixture
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".mp3", ".m4a")
 FRAME_SCHEMA = pa.schema([
@@ -88,6 +95,7 @@ class RefSpec:
     files: dict[str, str] = field(default_factory=dict)
     seed: int = -1
     payload: bytes = b""  # inline: pickled (references, sample_rate)
+    mixture: str = ""  # folder / musdb-wav: the mixture file beside the stems, when there is one
 
 
 def _is_musdb_root(root: str, subset: str | None) -> bool:
@@ -111,7 +119,9 @@ def _list_musdb(root: str, subset: str | None, is_wav: bool | None) -> tuple[dic
             files = {s: storage.join(d, f"{s}.wav") for s in MUSDB_SOURCES}
             present = {s: u for s, u in files.items() if storage.exists(u)}
             if present:
-                out[storage.basename(d)] = RefSpec("musdb-wav", d, present)
+                mixture = storage.join(d, "mixture.wav")
+                out[storage.basename(d)] = RefSpec("musdb-wav", d, present,
+                                                   mixture=mixture if storage.exists(mixture) else "")
     else:
         for f in stems:
             out[storage.basename(f)[: -len(".stem.mp4")]] = RefSpec("musdb-stem", f)
@@ -125,14 +135,16 @@ def _list_stem_folders(root: str) -> dict[str, RefSpec]:
     out: dict[str, RefSpec] = {}
     for d in storage.list_dirs(root):
         files = {}
+        mixture = ""
         for f in storage.list_files(d, suffixes=AUDIO_SUFFIXES, recursive=False):
             name = storage.basename(f)
             target = name.split(".")[0]
             if target.lower() == "mixture":
+                mixture = f
                 continue
             files[target] = f
         if files:
-            out[storage.basename(d)] = RefSpec("folder", d, files)
+            out[storage.basename(d)] = RefSpec("folder", d, files, mixture=mixture)
     if not out:
         raise DataError(f"{storage.redact(root)}: no track folders with audio stems (<track>/<target>.wav)")
     return out
@@ -211,6 +223,56 @@ def read_references(spec: RefSpec) -> tuple[dict[str, np.ndarray], int]:
     return out, int(rate)
 
 
+def read_mixture(spec: RefSpec, refs: dict[str, np.ndarray], sample_rate: int) -> np.ndarray:
+    """One track's mixture ``float32 (samples, channels)`` at ``sample_rate``, for ``separate_with``.
+
+    The MUSDB mixture stream, the ``mixture`` file beside the stems, or the generate dataset's
+    mixture; otherwise (no mixture stored) the sum of the reference stems.
+    """
+    from .. import audio
+
+    if spec.kind == "generate":
+        return np.asarray(_generate_module().load_mixture(spec.location, spec.seed).mixture, dtype=np.float32)
+    if spec.kind == "musdb-stem":
+        import stempeg
+
+        with storage.local_copy(spec.location) as path:
+            try:
+                a, _ = stempeg.read_stems(path, stem_id=0, ffmpeg_format="s16le")
+            except Exception as exc:  # stempeg raises assorted errors
+                raise DataError(f"{storage.redact(spec.location)}: cannot decode the mixture stream: {exc}") from exc
+        return np.asarray(a, dtype=np.float32)
+    if spec.mixture:
+        return audio.read_audio(spec.mixture, sample_rate=sample_rate)[0]
+    stems = [a for t, a in refs.items() if t not in DERIVED_REFERENCES]
+    n = max(a.shape[0] for a in stems)
+    out = np.zeros((n, max(a.shape[1] for a in stems)), dtype=np.float32)
+    for a in stems:
+        out[: a.shape[0]] += a  # mono stems broadcast over the channels
+    return out
+
+
+_BUNDLES: dict = {}  # (bundle uri, device) -> loaded SeparatorBundle, one per worker process
+
+
+def _separate_in_memory(opts: dict, spec: RefSpec, refs: dict[str, np.ndarray], sr: int,
+                        targets: list[str]) -> dict[str, np.ndarray]:
+    """Separate one track's mixture with the bundle ``opts['separate_with']``: ``{target: audio}``."""
+    from ..models import load_bundle
+    from ..separate.chunks import separate_track
+
+    device = opts["device"] or "cpu"
+    key = (opts["separate_with"], device)
+    if key not in _BUNDLES:
+        _BUNDLES.clear()
+        _BUNDLES[key] = load_bundle(opts["separate_with"], device=device)
+    bundle = _BUNDLES[key]
+    mixture = read_mixture(spec, refs, sr)
+    outs = separate_track(bundle, mixture, sr, targets=targets, niter=opts["niter"], device=device,
+                          downmix=mixture.shape[1] > 2)
+    return {t: outs[t] for t in targets}
+
+
 # ------------------------------------------------------------------------------ estimates
 
 def _read_catalog(uri: str) -> tuple[dict[str, dict[str, str]], int]:
@@ -285,15 +347,24 @@ def _evaluate_row(row: dict) -> list[dict]:
     spec: RefSpec = pickle.loads(row["ref_spec"])
     est_files: dict[str, str] = json.loads(row["est_files"])
     base = {"method": opts["method"], "track": track, "error": "", "eval_seconds": 0.0, "audio_seconds": 0.0,
-            "warnings": ""}
+            "separate_seconds": 0.0, "warnings": ""}
     try:
         refs, sr = read_references(spec)
-        targets = opts["targets"] or list(est_files)
-        targets = [t for t in targets if t in est_files]
-        if not targets:
-            raise DataError(f"track '{track}': none of the targets {opts['targets']} has an estimate "
-                            f"(estimates: {sorted(est_files)})")
-        ests = {t: audio.read_audio(est_files[t], sample_rate=sr)[0] for t in targets}
+        if opts.get("separate_with"):
+            targets = [t for t in opts["bundle_targets"] if t in refs and (not opts["targets"] or t in opts["targets"])]
+            if not targets:
+                raise DataError(f"track '{track}': no reference for the bundle's targets {opts['bundle_targets']} "
+                                f"(references: {sorted(refs)})")
+            t_sep = time.perf_counter()
+            ests = _separate_in_memory(opts, spec, refs, sr, targets)
+            base["separate_seconds"] = time.perf_counter() - t_sep
+        else:
+            targets = opts["targets"] or list(est_files)
+            targets = [t for t in targets if t in est_files]
+            if not targets:
+                raise DataError(f"track '{track}': none of the targets {opts['targets']} has an estimate "
+                                f"(estimates: {sorted(est_files)})")
+            ests = {t: audio.read_audio(est_files[t], sample_rate=sr)[0] for t in targets}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             t0 = time.perf_counter()
@@ -318,7 +389,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
              window: float = 1.0, hop: float = 1.0, method: str = "sepcluster", address: str | None = None,
              subset: str | None = None, is_wav: bool | None = None, device: str | None = None,
              write_json: bool = True, log_mlflow: bool = True, num_cpus: float = 1.0,
-             tracks: list[str] | None = None) -> dict:
+             tracks: list[str] | None = None, separate_with: str | None = None, niter: int = 1) -> dict:
     """Evaluate every track with both references and estimates; write Parquet + museval JSON.
 
     references: MUSDB root / stem-folder tree / generate dataset URI, or an iterable of
@@ -327,7 +398,9 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     ``"torch"`` or ``"museval"``; device: torch device for the torch engine (``"cuda"`` asks
     Ray for one GPU per task). targets: restrict to these targets. window/hop: seconds.
     address: Ray address (None: RAY_ADDRESS or a new local Ray). num_cpus: CPUs per track task.
-    tracks: restrict to these track names.
+    tracks: restrict to these track names. separate_with: a separator bundle; then
+    ``estimates`` must be None and each track is separated in memory (``niter`` Wiener EM
+    iterations, on ``device``) and scored in the same task.
 
     Returns the summary dict (also written to ``out/summary.json``): counts, timings
     (``seconds_per_track_minute``: engine seconds per minute of audio), per-target medians
@@ -340,8 +413,24 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     if not method or "/" in method:
         raise ConfigError("method", f"'{method}' must be a non-empty name without '/'")
     t_start = time.perf_counter()
+    bundle_targets: list[str] = []
+    if separate_with:
+        if estimates:
+            raise ConfigError("estimates", "give either estimates or separate_with (a model bundle), not both")
+        from ..models import load_bundle
+
+        bundle_targets = load_bundle(separate_with).targets  # fails here, before any work, if it is bad
+        if targets and not set(targets) & set(bundle_targets):
+            raise ConfigError("targets", f"{targets} are not in the bundle {storage.redact(separate_with)} "
+                                         f"(it has {', '.join(bundle_targets)})")
+    elif not estimates:
+        raise ConfigError("estimates", "is required (a folder <track>/<target>.wav or a separate catalog), "
+                                       "unless separate_with names a model bundle")
     ref_specs, subset_name = list_references(references, subset=subset, is_wav=is_wav)
-    est_map, skipped_rows = list_estimates(estimates, subset=subset_name)
+    if separate_with:
+        est_map, skipped_rows = {name: {t: "" for t in bundle_targets} for name in ref_specs}, 0
+    else:
+        est_map, skipped_rows = list_estimates(estimates, subset=subset_name)
     est_by_key = {_key(k): v for k, v in est_map.items()}
     items = []
     missing = []
@@ -364,7 +453,8 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
         raise DataError(f"no track has both references ({len(ref_specs)} tracks) and estimates "
                         f"({len(est_map)} tracks): check the track names in {storage.redact(str(estimates))}")
     options = json.dumps({"method": method, "targets": list(targets) if targets else None, "window": float(window),
-                          "hop": float(hop), "engine": engine, "device": device})
+                          "hop": float(hop), "engine": engine, "device": device, "separate_with": separate_with,
+                          "bundle_targets": bundle_targets, "niter": int(niter)})
     for it in items:
         it["options"] = options
 
@@ -375,6 +465,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     ok = df[df["error"] == ""]
     per_track = ok.groupby("track").agg(eval_seconds=("eval_seconds", "first"),
                                         audio_seconds=("audio_seconds", "first"),
+                                        separate_seconds=("separate_seconds", "first"),
                                         warnings=("warnings", "first"))
     frames = ok[[f.name for f in FRAME_SCHEMA]].copy()
     order = {t: i for i, t in enumerate(ordered_targets(frames["target"].unique()))}
@@ -407,6 +498,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
         "n_targets": int(frames["target"].nunique()), "n_frames": int(len(frames)),
         "n_nan_frames": int(frames["SDR"].isna().sum()),
         "audio_seconds": audio_s, "eval_seconds": eval_s,
+        "separate_with": separate_with, "separate_seconds": float(per_track["separate_seconds"].sum()),
         "seconds_per_track_minute": (eval_s / (audio_s / 60.0)) if audio_s > 0 else None,
         "wall_seconds": time.perf_counter() - t_start,
         "scores": aggregate.summary_dict(scores).get(method, {}) if len(scores) else {},
@@ -421,7 +513,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
         for track, err in summary["failures"].items():
             log.error("track '%s' failed: %s", track, err)
     if log_mlflow:
-        _log_run(summary, references, estimates, out, targets)
+        _log_run(summary, references, estimates or f"separate-with:{separate_with}", out, targets)
     return summary
 
 

@@ -323,9 +323,22 @@ def _ray_initialized() -> bool:
     return ray.is_initialized()
 
 
+ACTOR_START_TIMEOUT_S = float(os.environ.get("SEPCLUSTER_ACTOR_START_TIMEOUT", "600"))
+ACTOR_START_GRACE_S = float(os.environ.get("SEPCLUSTER_ACTOR_START_GRACE", "60"))
+
+
 def _run_pool(todo: list[tuple[int, int]], recipe: Recipe, stems_dir: str, out: str, audio_format: str,
               cache_mb: int, summary: GenerateSummary, show_progress: bool, already: int) -> None:
-    """Hand shards to actors until every shard is committed; replace actors that die."""
+    """Hand shards to actors until every shard is committed; replace actors that die.
+
+    Shards only ever go to actors that have started (placed on a node, library indexed). An actor
+    that cannot be placed yet (more actors asked for than free CPUs, or a replacement for one lost
+    with its node) waits in ``starting`` and joins the pool when a CPU frees up or a node joins;
+    meanwhile the started actors take every shard, including those given back by dead actors.
+    Work starts when every first actor is up, or ``ACTOR_START_GRACE_S`` after the first one is
+    (so that a cold node's actor is not left without work by a short job, and a cluster with
+    fewer free CPUs than actors still gets going).
+    """
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -339,29 +352,64 @@ def _run_pool(todo: list[tuple[int, int]], recipe: Recipe, stems_dir: str, out: 
     def new_actor():
         return remote_cls.options(num_cpus=1, max_restarts=0, max_task_retries=0).remote(*args)
 
+    def kill(actor) -> None:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001  (already gone)
+            pass
+
     t_start = time.perf_counter()
-    idle = deque(new_actor() for _ in range(n_actors))
-    try:
-        ray.get([a.pid.remote() for a in idle])
-    except RayActorError as exc:
-        raise DataError(f"generate: the actors could not start: {_short(exc)}") from None
-    t_ready = time.perf_counter()
-    summary.startup_seconds = t_ready - t_start
+    t_ready = None               # the first actor is up
+    t_work = t_start             # the first shard is handed out
+    starting: dict = {}          # ready ref (actor.pid) -> actor, until the actor is up
+    for _ in range(n_actors):
+        actor = new_actor()
+        starting[actor.pid.remote()] = actor
+    idle: deque = deque()
     queue = deque(todo)
-    inflight: dict = {}          # generator -> (actor, (first, last), mixtures rendered so far)
+    inflight: dict = {}          # generator -> [actor, (first, last), mixtures rendered so far]
     bar = raycluster.progress(total=summary.num_mixtures, desc="generate", unit="mix", initial=already) \
         if show_progress else None
     try:
+        warming_up = True
         while queue or inflight:
-            while queue and idle:
+            if warming_up:
+                warming_up = bool(starting) and (t_ready is None or time.perf_counter() - t_ready < ACTOR_START_GRACE_S)
+                if not warming_up:
+                    t_work = time.perf_counter()
+                    summary.startup_seconds = t_work - t_start
+            while queue and idle and not warming_up:
                 actor = idle.popleft()
                 shard = queue.popleft()
                 gen = actor.run_shard.remote(*shard)
                 inflight[gen] = [actor, shard, 0]
-            if not inflight:
+            if not inflight and not starting and not idle:
                 raise DataError(f"generate: no actor left to make {len(queue)} shard(s) of {storage.redact(out)}")
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=2.0)
-            for gen in ready:
+            if not inflight and time.perf_counter() - t_start > ACTOR_START_TIMEOUT_S and t_ready is None:
+                raise DataError(f"generate: no actor could start within {ACTOR_START_TIMEOUT_S:.0f} s "
+                                f"(does the cluster have a free CPU? set SEPCLUSTER_ACTOR_START_TIMEOUT to wait longer)")
+            ready, _ = ray.wait(list(inflight) + list(starting), num_returns=1, timeout=2.0)
+            for ref in ready:
+                if ref in starting:
+                    actor = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except RayActorError as exc:
+                        if getattr(exc, "actor_init_failed", False):
+                            raise DataError(f"generate: the actor could not start: {_short(exc)}") from None
+                        log.warning("generate: an actor died while starting (%s)", _short(exc))
+                        kill(actor)
+                        summary.actor_failures += 1
+                        if replacements_left > 0:
+                            replacements_left -= 1
+                            replacement = new_actor()
+                            starting[replacement.pid.remote()] = replacement
+                        continue
+                    if t_ready is None:
+                        t_ready = time.perf_counter()
+                    idle.append(actor)
+                    continue
+                gen = ref
                 actor, shard, partial = inflight[gen]
                 try:
                     value = ray.get(next(gen))
@@ -379,13 +427,11 @@ def _run_pool(todo: list[tuple[int, int]], recipe: Recipe, stems_dir: str, out: 
                         bar.update(-partial)
                     log.warning("generate: actor died during shard %d-%d (%s); the shard goes back to the queue",
                                 shard[0], shard[1], _short(exc))
-                    try:
-                        ray.kill(actor, no_restart=True)
-                    except Exception:  # noqa: BLE001  (already gone)
-                        pass
+                    kill(actor)
                     if replacements_left > 0:
                         replacements_left -= 1
-                        idle.append(new_actor())
+                        replacement = new_actor()  # joins the pool once Ray can place it
+                        starting[replacement.pid.remote()] = replacement
                     continue
                 except RayTaskError as exc:
                     cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
@@ -410,15 +456,12 @@ def _run_pool(todo: list[tuple[int, int]], recipe: Recipe, stems_dir: str, out: 
                     inflight[gen][2] += int(value)
                     if bar is not None:
                         bar.update(int(value))
-        summary.seconds = time.perf_counter() - t_ready
+        summary.seconds = time.perf_counter() - t_work
     finally:
         if bar is not None:
             bar.close()
-        for actor in list(idle) + [v[0] for v in inflight.values()]:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
+        for actor in list(idle) + [v[0] for v in inflight.values()] + list(starting.values()):
+            kill(actor)
 
 
 def _short(exc: BaseException) -> str:

@@ -43,12 +43,6 @@ def runtime_env() -> dict:
     with open(ROOT / "cluster" / "runtime_env.yaml") as f:
         env = yaml.safe_load(f)
     env["working_dir"] = str(ROOT)
-    # WORKAROUND (bug in sepcluster/raycluster.py init): the job's runtime env sets env_vars
-    # (MLFLOW_DISABLE_TELEMETRY, ...) and raycluster.init() passes a runtime env with the same
-    # keys, which Ray refuses ("Failed to merge the Job's runtime env ... because of a
-    # conflict"). This makes Ray merge them (driver values win) until init() stops repeating
-    # keys the job already sets.
-    env.setdefault("env_vars", {})["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
     env.setdefault("excludes", [])
     env["excludes"] = list(env["excludes"]) + [".pytest_cache", "*.egg-info", ".ci"]
     return env
@@ -58,13 +52,11 @@ class Services:
     """The running cluster and servers, plus helpers to submit jobs and read their state."""
 
     def __init__(self, cluster, mlflow, s3, home: Path):
-        from ray.job_submission import JobSubmissionClient
-
         self.cluster = cluster
         self.mlflow = mlflow
         self.s3 = s3
         self.home = home
-        self.client = JobSubmissionClient(cluster.dashboard)
+        self.client = cluster.job_client()
         self.submitted: list[str] = []
         self.workers_started = len(cluster.pids) - 1
 
@@ -133,6 +125,23 @@ class Services:
         found = list_actors(address=self.cluster.dashboard, filters=[("class_name", "=", class_name)],
                             limit=10000, detail=True)
         return [a for a in found if a.job_id == job_id]
+
+    def wait_idle(self, timeout: float = 120.0) -> None:
+        """Wait until no alive actor holds a CPU (earlier jobs have given their CPUs back).
+
+        Ray's own system actors (e.g. Ray Data's autoscaling coordinator) hold none and stay."""
+        from ray.util.state import list_actors
+
+        def holding():
+            alive = list_actors(address=self.cluster.dashboard, filters=[("state", "=", "ALIVE")],
+                                limit=1000, detail=True)
+            return [(a.class_name, a.required_resources) for a in alive
+                    if (a.required_resources or {}).get("CPU", 0) > 0]
+
+        deadline = time.time() + timeout
+        while busy := holding():
+            assert time.time() < deadline, f"actors of earlier jobs still hold CPUs: {busy}"
+            time.sleep(1.0)
 
     def worker_name(self) -> str:
         """The name of the (one) worker node now running besides the head."""

@@ -93,12 +93,9 @@ def test_worker_node_lost_mid_generate_dataset_complete(services, stem_library, 
                       if names.get(a.node_id) == stopped and a.state == "DEAD"]
     assert dead_on_worker
     assert started in names.values() and stopped in names.values()
-    if not finished_alone:
-        # Known bug (reported): generate hands the lost actor's shard to a replacement actor that
-        # cannot be placed (no free CPU left), and waits for it forever although the head's
-        # actor is idle. The job completes only once a new node joins.
-        pytest.xfail("generate stalls after losing a node until a new node joins "
-                     "(sepcluster/generate/runner.py _run_pool gives shards to unplaced replacement actors)")
+    # the head's actor finished the job alone: the lost shard went to it, not to a replacement
+    # actor waiting for a CPU
+    assert finished_alone, "generate stalled after losing a node until a new node joined"
 
 
 def _metas(runs, ray_run: str) -> list[dict]:

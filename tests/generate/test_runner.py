@@ -47,15 +47,20 @@ def test_same_dataset_for_any_actor_count_and_shard_size(small_library, tmp_path
     recipe = small_recipe()
     a = generate(recipe, str(small_library), str(tmp_path / "a"), 10, base_seed=5, num_actors=1, shard_size=7)
     b = generate(recipe, str(small_library), str(tmp_path / "b"), 10, base_seed=5, num_actors=2, shard_size=3)
-    assert a.complete and b.complete and a.generated == b.generated == 10
+    # more actors than the 2 CPUs: the ones Ray cannot place wait, the placed ones do the work
+    c = generate(recipe, str(small_library), str(tmp_path / "c"), 10, base_seed=5, num_actors=4, shard_size=2)
+    assert a.complete and b.complete and c.complete and a.generated == b.generated == c.generated == 10
     assert [s["name"] for s in read_manifest(str(tmp_path / "a"))] == [
         "shard-0000000005-0000000011.parquet", "shard-0000000012-0000000014.parquet"]
     assert len(read_manifest(str(tmp_path / "b"))) == 4
     ma, mb = _all(str(tmp_path / "a")), _all(str(tmp_path / "b"))
     assert sorted(ma) == sorted(mb) == list(range(5, 15))
     assert {m.coherent for m in ma.values()} == {True, False}
+    mc = _all(str(tmp_path / "c"))
+    assert sorted(mc) == sorted(ma)
     for seed in ma:
         assert np.array_equal(ma[seed].mixture, mb[seed].mixture)
+        assert np.array_equal(ma[seed].mixture, mc[seed].mixture)
         assert all(np.array_equal(ma[seed].stems[k], mb[seed].stems[k]) for k in ma[seed].stems)
         assert ma[seed].jams == mb[seed].jams and ma[seed].events == mb[seed].events
     # and equal to rendering the seed in this process
