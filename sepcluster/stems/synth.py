@@ -19,6 +19,10 @@ chord progression per song;
 * ``other``: a detuned-sawtooth chord pad (stereo by detuning) and a Karplus-Strong pluck
   arpeggio over the chord tones.
 
+Stereo stems are panned and then get a faint room: independent decaying-noise reverb tails
+per channel (``_stereo_room``), so that the two channels are never exact (filtered) copies of
+each other, as in real recordings; BSS Eval's ISR/SIR/SAR are well-defined on them.
+
 Song ``i`` is a pure function of ``(seed, i, seconds, sample_rate, channels)``: its random
 numbers come from ``numpy.random.SeedSequence([seed, i])``, so adding songs never changes
 the existing ones, and the same arguments give bit-identical files.
@@ -586,6 +590,36 @@ def _render_other(song: _Song, rng: np.random.Generator, n: int, sr: int, channe
 
 # ----------------------------------------------------------------------------- a song
 
+ROOM_SECONDS = 0.25  # length of the stereo room's impulse responses
+ROOM_DECAY_S = 0.05  # their exponential decay time constant
+ROOM_WET = 0.12      # wet gain (about -18 dB under the dry signal)
+
+
+def _stereo_room(audio: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Add a faint room: each channel its own decaying-noise reverb (stereo only).
+
+    ``(samples, channels)`` -> same shape. Panning alone makes the two channels of a stem exact
+    scaled copies, and any short filter pair leaves them exact filtered copies: no real
+    recording is like that, and BSS Eval's 512-tap image model is then rank-deficient (its ISR,
+    SIR and SAR ill-defined). Independent reverb tails longer than the filters decorrelate the
+    channels the way a real stereo room does.
+    """
+    if audio.shape[1] != 2:
+        return audio
+    from scipy.signal import fftconvolve
+
+    n = audio.shape[0]
+    length = max(2, int(ROOM_SECONDS * sr))
+    t = np.arange(length) / sr
+    out = np.array(audio, dtype=np.float64)
+    for c in range(2):
+        ir = rng.standard_normal(length) * np.exp(-t / ROOM_DECAY_S)
+        ir[0] = 0.0  # the dry path stays as it is
+        ir *= ROOM_WET / np.sqrt(np.sum(ir ** 2))
+        out[:, c] += fftconvolve(audio[:, c], ir)[:n]
+    return out
+
+
 def render_song(seed: int, index: int, seconds: float, sample_rate: int = 44100,
                 channels: int = 2) -> tuple[dict[str, np.ndarray], dict]:
     """Render song ``index`` of the library seeded by ``seed``.
@@ -601,7 +635,7 @@ def render_song(seed: int, index: int, seconds: float, sample_rate: int = 44100,
     if int(index) < 0:
         raise ConfigError("index", f"must be >= 0, got {index!r}")
     n = int(round(float(seconds) * sample_rate))
-    children = np.random.SeedSequence([int(seed), int(index)]).spawn(6)
+    children = np.random.SeedSequence([int(seed), int(index)]).spawn(7)
     rngs = [np.random.default_rng(c) for c in children]
     song = _Song(rngs[0], seconds)
     vocals, vmeta, vnotes = _render_vocals(song, rngs[1], n, sample_rate, channels)
@@ -616,8 +650,9 @@ def render_song(seed: int, index: int, seconds: float, sample_rate: int = 44100,
         ramp[n - fade:] = np.linspace(1.0, 0.0, fade)
     stems = {}
     peaks = {}
+    room_rng = rngs[6]
     for label, audio in zip(LABELS, (vocals, drums, bass, other)):
-        audio = audio * ramp[:, None]
+        audio = _stereo_room(audio, room_rng, sample_rate) * ramp[:, None]
         peak = float(np.max(np.abs(audio)))
         if not np.isfinite(peak) or peak <= 0.0:
             raise DataError(f"synth song {index} (seed {seed}): the {label} stem came out silent or not finite")

@@ -259,3 +259,19 @@ def test_validate_library_errors(library, tmp_path):
     (tmp_path / "nofg").mkdir()
     with pytest.raises(DataError, match="foreground"):
         list_library(str(tmp_path / "nofg"))
+
+
+def test_stereo_channels_are_not_short_filtered_copies():
+    """Each stereo stem's right channel is not a 256-tap filtered copy of its left one (a room,
+    not just panning), so BSS Eval's image model is well-posed on synthetic references."""
+    from sepcluster.stems.synth import render_song
+
+    stems, _ = render_song(seed=3, index=0, seconds=1.0, sample_rate=8000, channels=2)
+    taps = 256
+    for label, audio in stems.items():
+        left, right = audio[:, 0].astype(np.float64), audio[:, 1].astype(np.float64)
+        n = left.size
+        delayed = np.stack([np.concatenate([np.zeros(k), left[: n - k]]) for k in range(taps)], axis=1)
+        fit, *_ = np.linalg.lstsq(delayed, right, rcond=None)
+        residual = np.sum((right - delayed @ fit) ** 2) / np.sum(right ** 2)
+        assert residual > 1e-3, (label, residual)
