@@ -93,17 +93,48 @@ def safe_params(params: dict) -> dict[str, str]:
     return out
 
 
+def find_run(job: str, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
+    """The id of the newest run of ``job`` with all ``tags`` (and, if given, that parent), or None."""
+    mlflow = _mlflow()
+    filters = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    if parent_run_id:
+        filters.append(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    runs = mlflow.search_runs(experiment_ids=[experiment_id(job)], filter_string=" and ".join(filters),
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return runs[0].info.run_id if runs else None
+
+
+def _log_new_params(mlflow, run, params: dict) -> None:
+    """Log params; on a reopened run only those it does not hold yet (MLflow params are immutable)."""
+    params = safe_params(params)
+    held = run.data.params if run is not None else {}
+    fresh = {k: v for k, v in params.items() if k not in held}
+    if fresh:
+        mlflow.log_params(fresh)
+    changed = {f"sepcluster.resumed.{k}": v for k, v in params.items() if k in held and held[k] != v}
+    if changed:  # e.g. more epochs asked for on the rerun: recorded beside the original value
+        mlflow.set_tags(changed)
+
+
 @contextlib.contextmanager
 def job_run(job: str, params: dict | None = None, run_name: str | None = None,
-            tags: dict | None = None) -> Iterator[Any]:
+            tags: dict | None = None, resume_run_id: str | None = None) -> Iterator[Any]:
     """Open an MLflow run for ``job`` in experiment ``sepcluster-<job>``; yields the ActiveRun.
 
+    ``resume_run_id``: reopen that run (a resumed job continues its own run) instead of a new one.
     On an exception the run ends with status FAILED and the error is re-raised.
     """
     mlflow = _mlflow()
     exp = experiment_id(job)
     all_tags = {"sepcluster.job": job}
     all_tags.update(tags or {})
+    if resume_run_id:
+        with mlflow.start_run(run_id=resume_run_id) as run:
+            mlflow.set_tags(all_tags)
+            if params:
+                _log_new_params(mlflow, mlflow.get_run(resume_run_id), params)
+            yield run
+        return
     with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=all_tags) as run:
         if params:
             mlflow.log_params(safe_params(params))
@@ -111,11 +142,21 @@ def job_run(job: str, params: dict | None = None, run_name: str | None = None,
 
 
 @contextlib.contextmanager
-def child_run(name: str, params: dict | None = None, tags: dict | None = None) -> Iterator[Any]:
-    """A nested run under the active one (e.g. one per target in training)."""
+def child_run(name: str, params: dict | None = None, tags: dict | None = None,
+              resume_run_id: str | None = None) -> Iterator[Any]:
+    """A nested run under the active one (e.g. one per target in training); ``resume_run_id``
+    reopens an earlier child instead."""
     mlflow = _mlflow()
     parent = mlflow.active_run()
     exp = parent.info.experiment_id if parent else None
+    if resume_run_id:
+        with mlflow.start_run(run_id=resume_run_id, nested=True) as run:
+            if tags:
+                mlflow.set_tags(tags)
+            if params:
+                _log_new_params(mlflow, mlflow.get_run(resume_run_id), params)
+            yield run
+        return
     with mlflow.start_run(run_name=name, nested=True, experiment_id=exp, tags=tags) as run:
         if params:
             mlflow.log_params(safe_params(params))

@@ -13,8 +13,8 @@ newest complete checkpoint at the next epoch; targets that stopped early or reac
 ``FailureConfig(max_failures)`` restarts a worker group that lost a process from the last
 checkpoint (at most one epoch of work is lost).
 
-MLflow: one parent run per invocation (experiment ``sepcluster-train``) with a child run
-per target. Rank 0 logs per-epoch train/valid loss, valid SI-SDR (and its improvement over
+MLflow: one parent run per run name (experiment ``sepcluster-train``; a resumed run reopens
+it) with a child run per target. Rank 0 logs per-epoch train/valid loss, valid SI-SDR (and its improvement over
 the mixture), learning rate, epoch time and samples/s into the child run; the driver adds the
 final model file, the checkpoint summary and, with ``heldout``, the held-out SI-SDR
 improvement. The result is a separator bundle (:func:`sepcluster.models.save_bundle`) holding
@@ -234,10 +234,15 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
         tags["sepcluster.resumed_targets"] = ",".join(f"{t}@{f['meta'].get('epoch')}" for t, f in resume.items())
     results: dict[str, TargetResult] = {}
     models = {}
-    with tracking.job_run("train", params, run_name=run_name, tags=tags) as parent:
+    # a resumed run continues its MLflow parent run (and each target its child run)
+    previous = tracking.find_run("train", {"sepcluster.run_name": run_name}) if resume else None
+    with tracking.job_run("train", params, run_name=run_name, tags=tags, resume_run_id=previous) as parent:
         for target in target_list:
+            child_id = tracking.find_run("train", {"sepcluster.target": target},
+                                         parent_run_id=previous) if previous else None
             res, model = _train_target(target, cfg, spec, sample_rate, nb_channels, architecture, signal,
-                                       num_workers, use_gpu, run_name, storage_path, resume.get(target))
+                                       num_workers, use_gpu, run_name, storage_path, resume.get(target),
+                                       child_run_id=child_id)
             results[target] = res
             models[target] = model
         meta = _save_bundle(out, models, cfg, spec, sample_rate, run_name, results)
@@ -254,7 +259,8 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
 
 
 def _train_target(target: str, cfg: TrainConfig, spec, sample_rate: int, nb_channels: int, architecture: dict,
-                  signal: dict, num_workers: int, use_gpu: bool, run_name: str, storage_path: str, resume):
+                  signal: dict, num_workers: int, use_gpu: bool, run_name: str, storage_path: str, resume,
+                  child_run_id: Optional[str] = None):
     """Train (or resume, or reuse a finished) model for one target inside its MLflow child run."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -265,7 +271,8 @@ def _train_target(target: str, cfg: TrainConfig, spec, sample_rate: int, nb_chan
     ray_run = f"{run_name}-{target}"
     child_params = {"target": target, "ray_run": ray_run, "model": cfg.model, "sample_rate": sample_rate,
                     "nb_channels": nb_channels, "num_workers": num_workers, "use_gpu": use_gpu}
-    with tracking.child_run(target, child_params, tags={"sepcluster.target": target}) as child:
+    with tracking.child_run(target, child_params, tags={"sepcluster.target": target},
+                            resume_run_id=child_run_id) as child:
         if resume is None or not is_done(resume["meta"], cfg):
             path, fs = _ray_storage(storage_path)
             loop_config = {"config": cfg.to_dict(), "spec": spec.to_dict(), "target": target,

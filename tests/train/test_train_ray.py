@@ -251,3 +251,18 @@ def test_interrupted_driver_resumes_at_next_epoch_parquet(parquet_dataset, ray_l
     assert last["finished"] and last["epoch"] == done + 2
     starts = [a["start_epoch"] for a in last["attempts"]]
     assert starts == [1, done + 1], starts
+    # the rerun continued the same MLflow runs: one parent for the run name, one vocals child
+    # holding the epochs of both attempts
+    import mlflow
+
+    from sepcluster import tracking
+
+    exp = tracking.experiment_id("train")
+    parents = mlflow.search_runs([exp], filter_string="tags.`sepcluster.run_name` = 'resume'", output_format="list")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", [p.info for p in parents]
+    assert parents[0].data.tags["sepcluster.resumed.config.epochs"] == str(done + 2)
+    children = mlflow.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
+                                  output_format="list")
+    assert [c.data.tags["sepcluster.target"] for c in children] == ["vocals"]
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(children[0].info.run_id, "train_loss")]
+    assert sorted(set(steps)) == list(range(1, done + 3)), steps
