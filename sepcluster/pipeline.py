@@ -111,7 +111,7 @@ def run_pipeline(config: dict[str, Any], stages: list[str] | None = None, config
     for s in stages:
         if s not in ("stems", "generate", "train", "separate", "evaluate", "report"):
             raise ConfigError("--stages", f"unknown stage {s!r}")
-    work = config.get("workdir") or "demo-out"
+    work = storage.absolute(config.get("workdir") or "demo-out")  # workers run in other folders
     address = config.get("address")
     st = dict(config.get("stems") or {})
     ho = dict(config.get("heldout") or {})

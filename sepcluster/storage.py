@@ -38,6 +38,17 @@ def is_remote(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
+def absolute(uri):
+    """``uri`` with a local path made absolute (``s3://`` and None unchanged).
+
+    Jobs resolve their paths on the driver: Ray workers run in other folders (Ray Train's
+    in the trial's), where a relative path would point elsewhere.
+    """
+    if uri is None or is_remote(str(uri)):
+        return uri
+    return _local_path(str(uri))
+
+
 def _local_path(uri: str) -> str:
     uri = str(uri)
     if uri.startswith("file://"):

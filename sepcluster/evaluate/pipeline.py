@@ -406,6 +406,9 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     (``seconds_per_track_minute``: engine seconds per minute of audio), per-target medians
     over tracks, output URIs, failures.
     """
+    if isinstance(references, (str, os.PathLike)):
+        references = storage.absolute(str(references))
+    estimates, out, separate_with = (storage.absolute(u) for u in (estimates, out, separate_with))
     if engine not in ENGINES:
         raise ConfigError("engine", f"'{engine}' is not one of {', '.join(ENGINES)}")
     if not (window > 0 and hop > 0):

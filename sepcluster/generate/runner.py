@@ -223,6 +223,7 @@ def generate(recipe: "Recipe | dict | str", stems_dir: str, out: str, num_mixtur
     audio_format: ``float32`` | ``flac16`` | ``flac24``. Returns :class:`GenerateSummary`; the
     run is logged to MLflow (experiment ``sepcluster-generate``).
     """
+    stems_dir, out = storage.absolute(stems_dir), storage.absolute(out)
     from .. import raycluster, tracking
 
     # ---- validate everything before any work

@@ -339,6 +339,7 @@ def separate(model: Optional[str] = None, input: Optional[str] = None, out: Opti
     Returns a :class:`SeparateSummary` (``exit_code`` 1 when a track failed). Raises
     ConfigError/DataError/StorageError for bad arguments or an unreadable ``input``/``model``.
     """
+    model, input, out = (storage.absolute(u) for u in (model, input, out))
     from sepcluster import tracking
 
     if not input:

@@ -168,6 +168,7 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
 
     Raises ConfigError / DataError / StorageError before any worker starts on bad input.
     """
+    data, out, storage_path, heldout = (storage.absolute(u) for u in (data, out, storage_path, heldout))
     from .. import raycluster, tracking
     from .data import resolve_data
 
