@@ -156,6 +156,9 @@ def run_pipeline(config: dict[str, Any], stages: list[str] | None = None, config
         if "train" in stages:
             t0 = time.time()
             argv = ["train", "--data", paths["mixtures"], "--targets", ",".join(targets), "--out", paths["model"]]
+            if storage.exists(storage.join(paths["heldout"], "test")):
+                # the quality bar: SI-SDR improvement over the mixture on songs never trained on
+                argv += ["--heldout", storage.join(paths["heldout"], "test")]
             if tr.get("config"):
                 argv += ["--config", _path(tr["config"], config_dir)]
             for key in ("num_workers", "run_name", "storage_path"):
