@@ -18,7 +18,12 @@ os.environ.setdefault("SEPCLUSTER_NO_PROGRESS", "1")
 # made up front (as `ray start`/`ray.init` would) - before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 if os.environ["RAY_AUTH_MODE"] == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "get-auth-token", "--generate"],
+    _ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    if not os.path.exists(_ray_cli):
+        import shutil
+
+        _ray_cli = shutil.which("ray") or _ray_cli
+    subprocess.run([_ray_cli, "get-auth-token", "--generate"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 ROOT = Path(__file__).resolve().parents[1]
