@@ -41,8 +41,8 @@ frames, in two passes over the frames (chunks of frames, batched):
   ``|e|²`` and ``|e - s|²`` are taken in the time domain (so ``SDR = +inf`` exactly where the
   estimate equals the reference, as in museval).
 
-On CPU, glibc is asked once to keep freed large buffers (:func:`_keep_freed_memory`): the page
-faults of fresh ``mmap`` buffers otherwise cost about as much as the arithmetic.
+On CPU, glibc is asked once to keep freed large buffers (:func:`sepcluster.memory.keep_freed_memory`):
+the page faults of fresh ``mmap`` buffers otherwise cost about as much as the arithmetic.
 
 Results agree with museval to about 1e-6 dB on real audio and 1e-11 dB on well-conditioned
 synthetic signals. When the references are exactly rank-deficient in the filter space (for
@@ -55,11 +55,12 @@ agrees.
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from ..memory import keep_freed_memory
 
 __all__ = ["BSSEvalResult", "bss_eval", "framing", "silent_frames", "museval_reference_correlations"]
 
@@ -117,33 +118,6 @@ def silent_frames(sources: torch.Tensor, starts: np.ndarray, stops: np.ndarray) 
         return ~frames.any(dim=2).all(dim=0)
     out = [bool((~nonzero[:, a:b].any(dim=1)).any()) for a, b in zip(starts.tolist(), stops.tolist())]
     return torch.as_tensor(out, device=sources.device)
-
-
-_HEAP_KEPT = False
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed large buffers for reuse instead of unmapping them (CPU, once).
-
-    bss_eval allocates and frees buffers of tens to hundreds of MB per track; glibc serves each
-    with a fresh ``mmap`` whose page faults (kernel time) cost about as much as the arithmetic.
-    Raising ``M_MMAP_THRESHOLD``/``M_TRIM_THRESHOLD`` to 1 GiB keeps the freed memory in the heap
-    for the next buffer: the process holds on to its peak (about 1 GB for 4 stereo minutes).
-    Opt out with ``SEPCLUSTER_KEEP_HEAP=0``. No effect where libc is not glibc.
-    """
-    global _HEAP_KEPT
-    if _HEAP_KEPT or os.environ.get("SEPCLUSTER_KEEP_HEAP", "1") == "0":
-        return
-    _HEAP_KEPT = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 1 << 30)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):
-        pass
 
 
 def _next_fast_len(n: int) -> int:
@@ -357,7 +331,7 @@ def bss_eval(references, estimates, window: float = 44100, hop: float = 44100, f
     refs = torch.as_tensor(np.asarray(references) if not isinstance(references, torch.Tensor) else references)
     ests = torch.as_tensor(np.asarray(estimates) if not isinstance(estimates, torch.Tensor) else estimates)
     if dev.type == "cpu":
-        _keep_freed_memory()
+        keep_freed_memory()
     refs = refs.to(device=dev, dtype=torch.float64)
     ests = ests.to(device=dev, dtype=torch.float64)
     if refs.dim() == 1:

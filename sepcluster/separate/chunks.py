@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from sepcluster import storage
 from sepcluster.errors import AudioError, ConfigError
+from sepcluster.memory import keep_freed_memory
 
 from .inputs import ArrayReader, open_reader, zip_blocks
 from .wiener import wiener
@@ -319,6 +320,8 @@ def run_engine(estimator: Estimator, reader, sink: Callable[[dict], None], *, mi
     """
     t_start = time.perf_counter()
     device = torch.device(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # chunk buffers are reused instead of page-faulted in anew
     sr_in = int(reader.sample_rate)
     total_channels = int(reader.channels)
     nref = len(estimator.references)
