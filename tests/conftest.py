@@ -33,6 +33,22 @@ MUSEVAL_REFERENCE = SHARED / "data" / "museval-reference"
 SISEC18 = SHARED / "data" / "sisec18"
 
 
+def checkpoint_metas(storage_path, ray_run: str) -> list[dict]:
+    """Every readable ``meta.json`` of the train checkpoints of ``ray_run``, by epoch (files being
+    written are skipped): what tests poll to see how far a training run got."""
+    import glob
+    import json
+
+    out = []
+    for path in glob.glob(str(Path(storage_path) / ray_run / "checkpoint_epoch*" / "meta.json")):
+        try:
+            with open(path) as f:
+                out.append(json.load(f))
+        except (OSError, ValueError):
+            continue  # being written
+    return sorted(out, key=lambda m: m["epoch"])
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The ../shared/data folder; tests using it skip when it is absent."""

@@ -332,7 +332,7 @@ def local_library_root(stems_dir: str) -> str:
     The cache path depends only on the URI, so the JAMS written on every node name the same files.
     """
     if not storage.is_remote(stems_dir):
-        return os.path.abspath(os.path.expanduser(str(stems_dir).replace("file://", "", 1)))
+        return storage.absolute(str(stems_dir))
     root = _cache_dir_for(stems_dir)
     fg_uri = storage.join(stems_dir, "foreground")
     try:

@@ -109,12 +109,7 @@ def _ray_storage(storage_path: str) -> tuple[str, Any]:
     """``(storage_path, storage_filesystem)`` for RunConfig (S3 through the project's filesystem)."""
     if storage.is_remote(storage_path):
         return storage_path[len("s3://"):].rstrip("/"), storage.s3_filesystem()
-    path = storage_path
-    if path.startswith("file://"):
-        from urllib.parse import urlparse
-
-        path = urlparse(path).path
-    return os.path.abspath(os.path.expanduser(path)), None
+    return storage.absolute(storage_path), None
 
 
 def latest_checkpoint(storage_path: str, ray_run: str) -> Optional[dict]:

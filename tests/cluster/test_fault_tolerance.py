@@ -7,13 +7,13 @@ through the Ray Jobs API; a fresh worker node then joins, as an autoscaler would
 from __future__ import annotations
 
 import glob
-import json
 import os
 import time
 
 import numpy as np
 import pytest
 
+from tests.conftest import checkpoint_metas
 from tests.cluster.conftest import RECIPE, TINY_TRAIN, local_mixture, mlflow_runs, summary_json
 
 pytestmark = pytest.mark.slow
@@ -98,17 +98,6 @@ def test_worker_node_lost_mid_generate_dataset_complete(services, stem_library, 
     assert finished_alone, "generate stalled after losing a node until a new node joined"
 
 
-def _metas(runs, ray_run: str) -> list[dict]:
-    out = []
-    for path in glob.glob(str(runs / ray_run / "checkpoint_epoch*" / "meta.json")):
-        try:
-            with open(path) as f:
-                out.append(json.load(f))
-        except (OSError, ValueError):
-            continue  # being written
-    return sorted(out, key=lambda m: m["epoch"])
-
-
 def test_worker_node_lost_mid_train_resumes_from_checkpoint(services, stem_library, tmp_path):
     """2 DDP workers (one per node); the worker node goes after epoch 1: Ray Train restarts the group
     from the last checkpoint (FailureConfig) once a fresh node is there, and the run finishes."""
@@ -122,13 +111,13 @@ def test_worker_node_lost_mid_train_resumes_from_checkpoint(services, stem_libra
         **TINY_TRAIN, "epochs": epochs, "samples_per_epoch": 256, "data": str(stem_library), "targets": "vocals",
         "num_workers": 2, "run_name": "ft", "storage_path": str(runs), "out": str(bundle)})
     sid = services.submit(f"python jobs/train.py --config {config}")
-    _poll("the checkpoint of epoch 1", lambda: [m for m in _metas(runs, "ft-vocals") if m["epoch"] >= 1],
+    _poll("the checkpoint of epoch 1", lambda: [m for m in checkpoint_metas(runs, "ft-vocals") if m["epoch"] >= 1],
           services, sid, timeout=400)
     stopped = services.stop_worker()
     started = services.add_worker()  # 2 DDP workers need 2 nodes: the group restarts once it joins
     info, logs = services.wait(sid)
     assert info.status == "SUCCEEDED", logs[-6000:]
-    last = _metas(runs, "ft-vocals")[-1]
+    last = checkpoint_metas(runs, "ft-vocals")[-1]
     assert last["finished"] and last["epoch"] == epochs
     attempts = last["attempts"]
     assert len(attempts) == 2, attempts

@@ -5,7 +5,6 @@ Kept small for 2 cores: a 16-unit one-layer UMX on 16 kHz audio with a 256-point
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
@@ -19,22 +18,12 @@ import pytest
 import yaml
 
 from sepcluster.errors import ConfigError, DataError
+from tests.conftest import checkpoint_metas
 from tests.train.conftest import RATE, TINY, mlflow_client
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _metas(storage_path: Path, ray_run: str) -> list[dict]:
-    out = []
-    for path in glob.glob(str(storage_path / ray_run / "checkpoint_epoch*" / "meta.json")):
-        try:
-            with open(path) as f:
-                out.append(json.load(f))
-        except (OSError, ValueError):
-            continue  # being written
-    return sorted(out, key=lambda m: m["epoch"])
 
 
 def _tree(folder: Path) -> dict:
@@ -155,7 +144,7 @@ def test_killed_worker_restarts_from_checkpoint_onthefly(stem_library, ray_local
     def killer():
         deadline = time.time() + 400
         while time.time() < deadline:
-            metas = [m for m in _metas(runs, "kill-vocals") if m["epoch"] >= 2]
+            metas = [m for m in checkpoint_metas(runs, "kill-vocals") if m["epoch"] >= 2]
             if metas:
                 pid = metas[0]["attempts"][-1]["pids"][1]
                 os.kill(pid, signal.SIGKILL)
@@ -223,7 +212,7 @@ def test_interrupted_driver_resumes_at_next_epoch_parquet(parquet_dataset, ray_l
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            if any(m["epoch"] >= 2 for m in _metas(runs, "resume-vocals")):
+            if any(m["epoch"] >= 2 for m in checkpoint_metas(runs, "resume-vocals")):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -246,7 +235,7 @@ def test_interrupted_driver_resumes_at_next_epoch_parquet(parquet_dataset, ray_l
                            timeout=400)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "resume" in rerun.stdout
-    metas = _metas(runs, "resume-vocals")
+    metas = checkpoint_metas(runs, "resume-vocals")
     last = metas[-1]
     assert last["finished"] and last["epoch"] == done + 2
     starts = [a["start_epoch"] for a in last["attempts"]]
