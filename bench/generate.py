@@ -11,13 +11,16 @@ For each mode it prints mixtures/s of the plain single-process loop, of ``genera
 actor (with and without the per-actor source cache) and with 2 actors, the ratios
 (targets: 1 actor >= 1.0x plain, 2 actors >= 1.8x 1 actor), the peak resident memory of each
 actor, and whether the dataset's audio equals the plain loop's (it must: same seeds).
+Each configuration runs ``--repeats`` times, the configurations interleaved (plain, 1 actor,
+2 actors, plain, ...), and the median rate is reported: on a shared 2-core VM single runs of a
+few seconds differ by 10-20%. Mixtures per run default to about 10 s of work per mode.
 Actor throughput is measured from the moment the actors are ready (Ray worker start, imports
 and a warm-up mixture are shown separately as startup). Ray runs its workers at niceness 15 by
 default; on a shared machine that alone would starve the actors against the plain loop (nice
 0), so this benchmark starts Ray with ``RAY_worker_niceness=0``. It also prints CPU seconds per
 mixture (process CPU time), a figure that other load on the machine does not distort.
 
-    .venv/bin/python bench/generate.py [--mixtures 16] [--modes quick,full,none] [--stems DIR]
+    .venv/bin/python bench/generate.py [--mixtures N] [--repeats 3] [--modes none,quick,full] [--stems DIR]
 
 Without ``--stems`` a synthetic library (6 songs x 20 s, stereo) is made in a temp folder.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -41,6 +45,7 @@ import numpy as np  # noqa: E402
 
 LABELS = ["vocals", "drums", "bass", "other"]
 DURATION = 10.0
+DEFAULT_MIXTURES = {"none": 96, "quick": 48, "full": 16}  # about 10 s of work per run
 
 
 def recipe_for(mode: str) -> dict:
@@ -118,11 +123,14 @@ def peak_rss_mb() -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mixtures", type=int, default=16, help="mixtures per measurement (default 16)")
-    parser.add_argument("--plain-mixtures", type=int, help="mixtures for the plain loop (default --mixtures)")
-    parser.add_argument("--modes", default="quick,full,none", help="comma list of quick, full, none")
+    parser.add_argument("--mixtures", type=int,
+                        help=f"mixtures per run (default per mode: {DEFAULT_MIXTURES})")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration; the median counts")
+    parser.add_argument("--modes", default="none,quick,full", help="comma list of quick, full, none")
     parser.add_argument("--stems", help="an existing stem library (default: a synthetic one)")
-    parser.add_argument("--no-cache-row", action="store_true", help="skip the 1-actor run without the source cache")
+    parser.add_argument("--out", help="folder for the datasets (default: a temp folder; e.g. /dev/shm to leave disk "
+                                          "writeback out)")
+    parser.add_argument("--cache-row", action="store_true", help="add a 1-actor run without the source cache")
     args = parser.parse_args(argv)
 
     from sepcluster import raycluster
@@ -140,56 +148,59 @@ def main(argv=None) -> int:
             synthesize_library(stems, songs=6, seconds=20.0, seed=3, sample_rate=44100, channels=2)
             print(f"synthetic library: 6 songs x 20 s stereo ({time.perf_counter() - t:.1f} s)")
         fg, bg = os.path.join(stems, "foreground"), os.path.join(stems, "background")
-        n = args.mixtures
-        n_plain = args.plain_mixtures or n
-        print(f"recipe: tutorial template, {DURATION:g} s mono 44.1 kHz, 4 stems; {n_plain} mixtures plain, "
-              f"{n} per sepcluster run; machine: {os.cpu_count()} CPUs, load average "
-              f"{os.getloadavg()[0]:.1f}")
+        print(f"recipe: tutorial template, {DURATION:g} s mono 44.1 kHz, 4 stems; median of {args.repeats} "
+              f"interleaved runs per row; machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         raycluster.init(address="local", num_cpus=2)
         rows = []
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            plain = tutorial_loop(fg, bg, mode, list(range(n_plain)))
-            runs = {}
+            n = args.mixtures or DEFAULT_MIXTURES.get(mode, 32)
             configs = [("1 actor", 1, None), ("2 actors", 2, None)]
-            if not args.no_cache_row:
+            if args.cache_row:
                 configs.insert(1, ("1 actor, no cache", 1, 0))
-            for name, actors, cache in configs:
-                out = os.path.join(work, f"{mode}-{actors}-{cache}")
-                s = generate(recipe_for(mode), stems, out, n, num_actors=actors, cache_mb=cache, progress=False)
-                same = all(np.array_equal(load_mixture(out, seed).mixture, plain["audio"][seed])
-                           for seed in range(min(n, n_plain, 4)))
-                runs[name] = (s, same)
-            one = runs["1 actor"][0].mixtures_per_second
-            two = runs["2 actors"][0].mixtures_per_second
-            rows.append((mode, plain, runs))
+            plains, runs = [], {name: [] for name, _, _ in configs}
+            same = True
+            for rep in range(args.repeats):
+                plain = tutorial_loop(fg, bg, mode, list(range(n)))
+                plains.append(plain)
+                for name, actors, cache in configs:
+                    out = os.path.join(args.out or work, f"{mode}-{actors}-{cache}-{rep}")
+                    s = generate(recipe_for(mode), stems, out, n, num_actors=actors, cache_mb=cache, progress=False)
+                    same &= all(np.array_equal(load_mixture(out, seed).mixture, plain["audio"][seed])
+                                for seed in range(min(n, 4)))
+                    runs[name].append(s)
+                    shutil.rmtree(out, ignore_errors=True)
+            plain_rate = statistics.median(p["rate"] for p in plains)
+            plain_cpu = statistics.median(p["cpu_per_mix"] for p in plains)
+            rate = {name: statistics.median(s.mixtures_per_second for s in ss) for name, ss in runs.items()}
+            cpu = {name: statistics.median(s.cpu_seconds / max(1, s.generated) for s in ss) for name, ss in runs.items()}
+            rows.append((mode, n, plain_rate, rate))
             print(f"\n== {mode}: pitch/time "
-                  f"{'quick' if mode == 'quick' else 'full quality' if mode == 'full' else 'off'}")
-            print(f"  plain Scaper loop           {plain['rate']:6.2f} mixtures/s, {plain['cpu_per_mix']:.3f} CPU s/mix "
-                  f"(1 process; peak RSS {peak_rss_mb():.0f} MB incl. this driver)")
-            for name, (s, same) in runs.items():
-                mem = ", ".join(f"{v:.0f}" for v in s.peak_rss_mb.values())
-                print(f"  generate {name:<18} {s.mixtures_per_second:6.2f} mixtures/s, "
-                      f"{s.cpu_seconds / max(1, s.generated):.3f} CPU s/mix, startup {s.startup_seconds:4.1f} s, "
-                      f"peak RSS per actor {mem} MB, same audio as plain: {'yes' if same else 'NO'}")
-            cpu_one = runs["1 actor"][0].cpu_seconds / max(1, runs["1 actor"][0].generated)
-            print(f"  ratio 1 actor / plain   = {one / plain['rate']:.2f}x (target >= 1.0); by CPU time "
-                  f"{plain['cpu_per_mix'] / cpu_one:.2f}x")
-            if "1 actor, no cache" in runs:
-                nc = runs["1 actor, no cache"][0].mixtures_per_second
-                cpu_nc = runs["1 actor, no cache"][0].cpu_seconds / max(1, runs["1 actor, no cache"][0].generated)
-                print(f"  ratio cache / no cache  = {one / nc:.2f}x; by CPU time {cpu_nc / cpu_one:.2f}x")
-            print(f"  ratio 2 actors / 1 actor = {two / one:.2f}x (target >= 1.8)")
+                  f"{'quick' if mode == 'quick' else 'full quality' if mode == 'full' else 'off'}, {n} mixtures per run")
+            plain_runs = ", ".join(f"{p['rate']:.2f}" for p in plains)
+            print(f"  plain Scaper loop           {plain_rate:6.2f} mixtures/s, {plain_cpu:.3f} CPU s/mix "
+                  f"(1 process; runs {plain_runs}; peak RSS {peak_rss_mb():.0f} MB incl. this driver)")
+            for name, ss in runs.items():
+                mem = max(v for s in ss for v in s.peak_rss_mb.values())
+                each = ", ".join(f"{s.mixtures_per_second:.2f}" for s in ss)
+                print(f"  generate {name:<18} {rate[name]:6.2f} mixtures/s, {cpu[name]:.3f} CPU s/mix "
+                      f"(runs {each}), startup "
+                      f"{statistics.median(s.startup_seconds for s in ss):4.1f} s, peak RSS per actor <= {mem:.0f} MB")
+            print(f"  same audio as the plain loop in every run: {'yes' if same else 'NO'}")
+            print(f"  ratio 1 actor / plain    = {rate['1 actor'] / plain_rate:.2f}x (target >= 1.0); by CPU time "
+                  f"{plain_cpu / cpu['1 actor']:.2f}x")
+            if "1 actor, no cache" in rate:
+                print(f"  ratio cache / no cache   = {rate['1 actor'] / rate['1 actor, no cache']:.2f}x; by CPU time "
+                      f"{cpu['1 actor, no cache'] / cpu['1 actor']:.2f}x")
+            print(f"  ratio 2 actors / 1 actor = {rate['2 actors'] / rate['1 actor']:.2f}x (target >= 1.8)")
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print("\nsummary (mixtures/s): mode, plain, 1 actor, 2 actors, 1a/plain, 2a/1a")
-        for mode, plain, runs in rows:
-            one = runs["1 actor"][0].mixtures_per_second
-            two = runs["2 actors"][0].mixtures_per_second
-            print(f"  {mode:<6} {plain['rate']:6.2f} {one:6.2f} {two:6.2f}   {one / plain['rate']:.2f}x  {two / one:.2f}x")
+        print("\nsummary (median mixtures/s): mode, mixtures per run, plain, 1 actor, 2 actors, 1a/plain, 2a/1a")
+        for mode, n, plain_rate, rate in rows:
+            one, two = rate["1 actor"], rate["2 actors"]
+            print(f"  {mode:<6} {n:4d} {plain_rate:6.2f} {one:6.2f} {two:6.2f}   {one / plain_rate:.2f}x  {two / one:.2f}x")
         return 0
     finally:
         raycluster.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())

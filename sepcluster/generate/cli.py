@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-seed", type=int, default=0, metavar="S", help="seed of mixture 0 (default 0)")
     parser.add_argument("--num-actors", type=int, metavar="K", help="Ray actors (default: one per CPU)")
     parser.add_argument("--shard-size", type=int, metavar="M",
-                        help="mixtures per Parquet shard (default: ~4 shards per actor, at most 64)")
+                        help="mixtures per Parquet shard (default: ~8 shards per actor, at most 64)")
     parser.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS or a new local Ray)")
     parser.add_argument("--audio-format", choices=AUDIO_FORMATS, default="float32",
                         help="sample format of the audio columns (default float32; flac16/flac24 are smaller)")
