@@ -5,8 +5,8 @@ them to the kernel. Both jobs allocate and free buffers of tens to hundreds of M
 track; by default glibc serves each with a fresh ``mmap`` and its page faults (kernel time)
 cost about as much as the arithmetic: measured here, BSS Eval of a 60 s 4-target track 2.9 s ->
 1.5 s, separating a 60 s stereo track with Open-Unmix-sized models 5.9 s -> 3.7 s, and a
-generate actor (Scaper frees several mixture-length float64 buffers per event) took 0.188 ->
-0.09 CPU s per 10 s mixture without pitch/time augmentation (page faults 10,900 -> 170). The price:
+Ray worker rendering Scaper mixtures (several mixture-length float64 buffers per event) 0.140 ->
+0.121 CPU s per 10 s mixture without pitch/time augmentation (page faults 10,900 -> 170). The price:
 the process keeps its peak heap (separation 1.6 -> 2.4 GB RSS). Opt out with
 ``SEPCLUSTER_KEEP_HEAP=0``. No effect where libc is not glibc.
 """
