@@ -9,7 +9,7 @@
    an Open-Unmix-size one); their ratio says how many loader workers (``loader_workers``) a
    trainer needs so the input pipeline is not the bottleneck.
 
-Usage: ``.venv/bin/python bench/train.py [--epochs 4] [--skip-ddp] [--skip-pipeline]``.
+Usage: ``.venv/bin/python bench/train.py [--epochs 5] [--repeats 2] [--skip-ddp] [--skip-pipeline]``.
 Timings on a shared machine vary: compare ratios measured in one run.
 """
 
@@ -45,27 +45,34 @@ def demo_config(**kw) -> dict:
     return cfg
 
 
-def bench_ddp(lib: str, work: str, epochs: int) -> dict:
+def bench_ddp(lib: str, work: str, epochs: int, repeats: int) -> dict:
+    """Samples/s with 1 and 2 workers: ``repeats`` jobs each, interleaved (1, 2, 1, 2, ...);
+    the median over the epochs after the first of every job of that size."""
     from sepcluster import raycluster
     from sepcluster.train import train
 
     raycluster.init(num_cpus=2)
-    out = {}
+    rates: dict = {1: [], 2: []}
+    walls: dict = {1: [], 2: []}
     try:
-        for workers in (1, 2):
-            cfg = demo_config(epochs=epochs, samples_per_epoch=256, patience=1000, lr_decay_patience=1000,
-                              valid_fraction=0.1, cpus_per_worker=1)
-            started = time.perf_counter()
-            res = train(lib, "vocals", cfg, num_workers=workers, run_name=f"bench-{workers}w",
-                        storage_path=os.path.join(work, "runs"), out=os.path.join(work, f"bundle{workers}"))
-            wall = time.perf_counter() - started
-            hist = res.targets["vocals"].history
-            rates = [h["samples_per_s"] for h in hist[1:]] or [hist[0]["samples_per_s"]]
-            out[workers] = {"samples_per_s": statistics.median(rates), "all": rates, "wall_s": wall}
-            print(f"  {workers} worker(s): {out[workers]['samples_per_s']:.1f} samples/s (median of epochs 2..; "
-                  f"per epoch {', '.join(f'{r:.1f}' for r in rates)}), job wall {wall:.0f} s", flush=True)
+        for rep in range(repeats):
+            for workers in (1, 2):
+                cfg = demo_config(epochs=epochs, samples_per_epoch=512, patience=1000, lr_decay_patience=1000,
+                                  valid_fraction=0.1, cpus_per_worker=1)
+                started = time.perf_counter()
+                res = train(lib, "vocals", cfg, num_workers=workers, run_name=f"bench-{workers}w-{rep}",
+                            storage_path=os.path.join(work, "runs"), out=os.path.join(work, f"bundle{workers}-{rep}"))
+                walls[workers].append(time.perf_counter() - started)
+                hist = res.targets["vocals"].history
+                rates[workers] += [h["samples_per_s"] for h in hist[1:]] or [hist[0]["samples_per_s"]]
     finally:
         raycluster.shutdown()
+    out = {}
+    for workers in (1, 2):
+        out[workers] = {"samples_per_s": statistics.median(rates[workers]), "all": rates[workers], "wall_s": walls[workers]}
+        print(f"  {workers} worker(s): {out[workers]['samples_per_s']:.1f} samples/s (median of {len(rates[workers])} "
+              f"epochs, first epoch of each job left out; {', '.join(f'{r:.0f}' for r in rates[workers])}), job wall "
+              f"{', '.join(f'{w:.0f}' for w in walls[workers])} s", flush=True)
     return out
 
 
@@ -148,7 +155,8 @@ def bench_pipeline(lib: str, batch_size: int, batches: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per training job (512 samples each)")
+    parser.add_argument("--repeats", type=int, default=2, help="training jobs of each size, interleaved")
     parser.add_argument("--batches", type=int, default=4, help="batches for the pipeline comparison")
     parser.add_argument("--skip-ddp", action="store_true")
     parser.add_argument("--skip-pipeline", action="store_true")
@@ -163,8 +171,8 @@ def main() -> int:
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
               f"(other processes share these cores)")
         if not args.skip_ddp:
-            print("== DDP scaling (demo config: umx hidden 32, 22.05 kHz, n_fft 1024, batch 16, stem library)")
-            ddp = bench_ddp(lib, work, args.epochs)
+            print("== DDP scaling (demo config: umx hidden 32, 22.05 kHz, n_fft 1024, batch 16, 512 samples per epoch, stem library)")
+            ddp = bench_ddp(lib, work, args.epochs, args.repeats)
             ratio = ddp[2]["samples_per_s"] / ddp[1]["samples_per_s"]
             print(f"  speed-up 2 workers / 1 worker: {ratio:.2f}x (target >= 1.6x)")
             ind = bench_independent()

@@ -407,6 +407,14 @@ def _all_reduce_stats(stats: dict, device: torch.device, nb_bins: int) -> dict:
     return {"sum": packed[:nb_bins], "sumsq": packed[nb_bins:2 * nb_bins], "count": float(packed[-1])}
 
 
+def _barrier() -> None:
+    """Wait for every rank (no-op on one worker)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def _gather(obj: Any) -> list:
     import torch.distributed as dist
 
@@ -523,6 +531,9 @@ def train_func(loop_config: dict) -> dict:
                      "resumed": state is not None, "start_epoch": start_epoch}
     for epoch in range(start_epoch, config.epochs + 1):
         torch.manual_seed(config.seed * 7919 + epoch * 131 + rank)
+        # Ranks start the epoch together: otherwise the first all-reduce of the epoch makes the
+        # others wait for rank 0's checkpoint and MLflow writes, counted as their training time.
+        _barrier()
         epoch_started = time.perf_counter()
         tr = train_epoch(ddp_model, source.epoch_batches(epoch), stft, istft, loss, optimizer, device,
                          precision, config.clip_grad_norm)
