@@ -198,7 +198,7 @@ def mixture_record(result: MixResult, recipe: Recipe, audio_format: str) -> dict
 
 
 class ShardWriter:
-    """Write one shard row group by row group; the file appears (atomically) on :meth:`commit`.
+    """Write one shard row group by row group; the file appears (atomically) on a clean exit.
 
     Use as a context manager: leaving it with an exception writes nothing.
     """
