@@ -8,7 +8,7 @@ Same recipe everywhere (the source-separation tutorial's template at 10 s: mono,
 * ``none``: no pitch shift, no time stretch.
 
 For each mode it prints mixtures/s of the plain single-process loop, of ``generate`` with 1
-actor (with and without the per-actor source cache) and with 2 actors, the ratios
+actor (``--cache-row``: also without the per-actor source cache) and with 2 actors, the ratios
 (targets: 1 actor >= 1.0x plain, 2 actors >= 1.8x 1 actor), the peak resident memory of each
 actor, and whether the dataset's audio equals the plain loop's (it must: same seeds).
 Each configuration runs ``--repeats`` times, the configurations interleaved (plain, 1 actor,

@@ -385,11 +385,18 @@ class RunLogger:
 
 # ----------------------------------------------------------------------------- Ray Train glue
 
+def _several_ranks() -> bool:
+    """Whether this process is one of several in an initialised process group."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_ranks():
         dist.all_reduce(t)
     return [float(x) for x in t.cpu()]
 
@@ -402,7 +409,7 @@ def _all_reduce_stats(stats: dict, device: torch.device, nb_bins: int) -> dict:
     q = stats["sumsq"] if stats["sumsq"] is not None else zeros.clone()
     packed = torch.cat([s.to(device), q.to(device), torch.tensor([float(stats["count"])], dtype=torch.float64,
                                                                  device=device)])
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_ranks():
         dist.all_reduce(packed)
     return {"sum": packed[:nb_bins], "sumsq": packed[nb_bins:2 * nb_bins], "count": float(packed[-1])}
 
@@ -411,14 +418,14 @@ def _barrier() -> None:
     """Wait for every rank (no-op on one worker)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_ranks():
         dist.barrier()
 
 
 def _gather(obj: Any) -> list:
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_ranks():
         out = [None] * dist.get_world_size()
         dist.all_gather_object(out, obj)
         return out
