@@ -19,7 +19,9 @@ Actor throughput is measured from the moment the actors are ready (Ray worker st
 and a warm-up mixture are shown separately as startup). Ray runs its workers at niceness 15 by
 default; on a shared machine that alone would starve the actors against the plain loop (nice
 0), so this benchmark starts Ray with ``RAY_worker_niceness=0``. It also prints CPU seconds per
-mixture (process CPU time), a figure that other load on the machine does not distort.
+mixture (process CPU time), a figure that other load on the machine does not distort, and how
+an actor's time per mixture splits between rendering (Scaper) and storing (Parquet encode, write,
+commit): the plain loop stores nothing.
 
     .venv/bin/python bench/generate.py [--mixtures N] [--repeats 3] [--modes none,quick,full] [--stems DIR]
 
@@ -183,8 +185,10 @@ def main(argv=None) -> int:
             for name, ss in runs.items():
                 mem = max(v for s in ss for v in s.peak_rss_mb.values())
                 each = ", ".join(f"{s.mixtures_per_second:.2f}" for s in ss)
+                render = statistics.median(s.render_seconds / max(1, s.generated) for s in ss)
+                store = statistics.median(s.store_seconds / max(1, s.generated) for s in ss)
                 print(f"  generate {name:<18} {rate[name]:6.2f} mixtures/s, {cpu[name]:.3f} CPU s/mix "
-                      f"(runs {each}), startup "
+                      f"(render {render * 1000:.0f} + store {store * 1000:.0f} ms/mix; runs {each}), startup "
                       f"{statistics.median(s.startup_seconds for s in ss):4.1f} s, peak RSS per actor <= {mem:.0f} MB")
             print(f"  same audio as the plain loop in every run: {'yes' if same else 'NO'}")
             print(f"  ratio 1 actor / plain    = {rate['1 actor'] / plain_rate:.2f}x (target >= 1.0); by CPU time "

@@ -58,6 +58,8 @@ class GenerateSummary:
     actor_failures: int = 0
     seconds: float = 0.0          # from actors ready to the last shard committed
     cpu_seconds: float = 0.0      # CPU time the actors spent on committed shards
+    render_seconds: float = 0.0   # actor wall time in Scaper (summed over actors, committed shards)
+    store_seconds: float = 0.0    # the rest of the shards' actor wall time: encode, write, commit
     startup_seconds: float = 0.0  # starting the actors (Ray workers, imports, library index)
     mixtures_per_second: float = 0.0
     peak_rss_mb: dict = field(default_factory=dict)   # actor pid -> peak resident memory (MB)
@@ -109,22 +111,27 @@ class MixerActor:
         cpu_started = time.process_time()
         if storage.exists(uri):
             yield {"first": first, "last": last, "skipped": True, "count": 0, "coherent": 0,
-                   "seconds": 0.0, "cpu_seconds": 0.0, "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
+                   "seconds": 0.0, "cpu_seconds": 0.0, "render_seconds": 0.0, "store_seconds": 0.0,
+                   "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
             return
         coherent = 0
+        render = 0.0
         with ds.ShardWriter(uri, self.recipe, self.audio_format, first, last) as writer:
             for seed in range(first, last + 1):
+                t = time.perf_counter()
                 try:
                     result = make_mixture(self.recipe, self.library, seed)
                 except SepclusterError:
                     raise
                 except Exception as exc:
                     raise DataError(f"seed {seed}: Scaper failed to render the mixture: {exc}") from exc
+                render += time.perf_counter() - t
                 writer.write(result)
                 coherent += int(result.coherent)
                 yield 1
         yield {"first": first, "last": last, "skipped": False, "count": last - first + 1, "coherent": coherent,
                "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
+               "render_seconds": render, "store_seconds": time.perf_counter() - started - render,
                "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -297,6 +304,8 @@ def generate(recipe: "Recipe | dict | str", stems_dir: str, out: str, num_mixtur
                 "wall_seconds": summary.seconds, "actor_failures": summary.actor_failures,
                 "startup_seconds": summary.startup_seconds,
                 "cpu_seconds_per_mixture": summary.cpu_seconds / summary.generated if summary.generated else 0.0,
+                "render_seconds_per_mixture": summary.render_seconds / summary.generated if summary.generated else 0.0,
+                "store_seconds_per_mixture": summary.store_seconds / summary.generated if summary.generated else 0.0,
                 "coherent_fraction": summary.coherent / summary.generated if summary.generated else 0.0,
                 "peak_rss_mb_max": max(summary.peak_rss_mb.values(), default=0.0),
             })
@@ -460,6 +469,8 @@ def _run_pool(todo: list[tuple[int, int]], recipe: Recipe, stems_dir: str, out: 
                         summary.generated += value["count"]
                         summary.coherent += value["coherent"]
                         summary.cpu_seconds += value["cpu_seconds"]
+                        summary.render_seconds += value["render_seconds"]
+                        summary.store_seconds += value["store_seconds"]
                     summary.peak_rss_mb[str(value["pid"])] = round(value["peak_rss_mb"], 1)
                 else:
                     inflight[gen][2] += int(value)

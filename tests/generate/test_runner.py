@@ -79,6 +79,11 @@ def test_same_dataset_for_any_actor_count_and_shard_size(small_library, tmp_path
     assert run.data.metrics["mixtures_generated"] == 10
     assert run.data.metrics["shards_written"] == 4
     assert run.data.metrics["mixtures_per_s"] > 0
+    # where the actors' time went: rendering plus storing is at most the shards' wall time
+    assert b.render_seconds > 0 and b.store_seconds > 0
+    assert run.data.metrics["render_seconds_per_mixture"] == pytest.approx(b.render_seconds / 10)
+    assert run.data.metrics["store_seconds_per_mixture"] == pytest.approx(b.store_seconds / 10)
+    assert b.render_seconds + b.store_seconds <= b.seconds * b.num_actors + 1e-6
     assert run.data.tags["sepcluster.output"] == str(tmp_path / "b")
     assert b.peak_rss_mb and all(v > 0 for v in b.peak_rss_mb.values())
 
