@@ -91,7 +91,7 @@ def run_generate(address: str, stems: str, out: str, rec: dict, n: int) -> dict:
         raycluster.shutdown()
     assert s.complete and s.generated == n
     return {"mixtures_per_s": s.mixtures_per_second, "seconds": s.seconds, "startup_s": s.startup_seconds,
-            "cpu_s_per_mixture": s.cpu_seconds / max(1, s.generated)}
+            "cpu_s_per_mixture": s.per_mixture(s.cpu_seconds)}
 
 
 def run_evaluate(address: str, refs: str, ests: str, out: str, tracks: int) -> dict:

@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             plain_rate = statistics.median(p["rate"] for p in plains)
             plain_cpu = statistics.median(p["cpu_per_mix"] for p in plains)
             rate = {name: statistics.median(s.mixtures_per_second for s in ss) for name, ss in runs.items()}
-            cpu = {name: statistics.median(s.cpu_seconds / max(1, s.generated) for s in ss) for name, ss in runs.items()}
+            cpu = {name: statistics.median(s.per_mixture(s.cpu_seconds) for s in ss) for name, ss in runs.items()}
             rows.append((mode, n, plain_rate, rate))
             print(f"\n== {mode}: pitch/time "
                   f"{'quick' if mode == 'quick' else 'full quality' if mode == 'full' else 'off'}, {n} mixtures per run")
@@ -185,8 +185,8 @@ def main(argv=None) -> int:
             for name, ss in runs.items():
                 mem = max(v for s in ss for v in s.peak_rss_mb.values())
                 each = ", ".join(f"{s.mixtures_per_second:.2f}" for s in ss)
-                render = statistics.median(s.render_seconds / max(1, s.generated) for s in ss)
-                store = statistics.median(s.store_seconds / max(1, s.generated) for s in ss)
+                render = statistics.median(s.per_mixture(s.render_seconds) for s in ss)
+                store = statistics.median(s.per_mixture(s.store_seconds) for s in ss)
                 print(f"  generate {name:<18} {rate[name]:6.2f} mixtures/s, {cpu[name]:.3f} CPU s/mix "
                       f"(render {render * 1000:.0f} + store {store * 1000:.0f} ms/mix; runs {each}), startup "
                       f"{statistics.median(s.startup_seconds for s in ss):4.1f} s, peak RSS per actor <= {mem:.0f} MB")
@@ -206,6 +206,7 @@ def main(argv=None) -> int:
     finally:
         raycluster.shutdown()
         shutil.rmtree(work, ignore_errors=True)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -156,9 +156,10 @@ def run_pipeline(config: dict[str, Any], stages: list[str] | None = None, config
         if "train" in stages:
             t0 = time.time()
             argv = ["train", "--data", paths["mixtures"], "--targets", ",".join(targets), "--out", paths["model"]]
-            if storage.exists(storage.join(paths["heldout"], "test")):
+            heldout_test = storage.join(paths["heldout"], "test")
+            if storage.exists(heldout_test):
                 # the quality bar: SI-SDR improvement over the mixture on songs never trained on
-                argv += ["--heldout", storage.join(paths["heldout"], "test")]
+                argv += ["--heldout", heldout_test]
             if tr.get("config"):
                 argv += ["--config", _path(tr["config"], config_dir)]
             for key in ("num_workers", "run_name", "storage_path"):

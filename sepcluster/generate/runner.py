@@ -69,6 +69,10 @@ class GenerateSummary:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def per_mixture(self, total: float) -> float:
+        """``total`` (seconds over the committed shards) per generated mixture; 0 when none was made."""
+        return total / self.generated if self.generated else 0.0
+
 
 # --------------------------------------------------------------------------- actor
 
@@ -303,10 +307,10 @@ def generate(recipe: "Recipe | dict | str", stems_dir: str, out: str, num_mixtur
                 "shards_skipped": summary.shards_skipped, "mixtures_per_s": summary.mixtures_per_second,
                 "wall_seconds": summary.seconds, "actor_failures": summary.actor_failures,
                 "startup_seconds": summary.startup_seconds,
-                "cpu_seconds_per_mixture": summary.cpu_seconds / summary.generated if summary.generated else 0.0,
-                "render_seconds_per_mixture": summary.render_seconds / summary.generated if summary.generated else 0.0,
-                "store_seconds_per_mixture": summary.store_seconds / summary.generated if summary.generated else 0.0,
-                "coherent_fraction": summary.coherent / summary.generated if summary.generated else 0.0,
+                "cpu_seconds_per_mixture": summary.per_mixture(summary.cpu_seconds),
+                "render_seconds_per_mixture": summary.per_mixture(summary.render_seconds),
+                "store_seconds_per_mixture": summary.per_mixture(summary.store_seconds),
+                "coherent_fraction": summary.per_mixture(summary.coherent),
                 "peak_rss_mb_max": max(summary.peak_rss_mb.values(), default=0.0),
             })
             tracking.log_dict(summary.to_dict(), "summary.json")
