@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 
 LABELS = ["vocals", "drums", "bass", "other"]
 DURATION = 10.0
-DEFAULT_MIXTURES = {"none": 192, "quick": 96, "full": 16}  # 20-30 s of work per run for one actor
+DEFAULT_MIXTURES = {"none": 384, "quick": 96, "full": 16}  # 20-30 s of work per run for one actor
 
 
 def recipe_for(mode: str) -> dict:

@@ -108,10 +108,13 @@ def check_audio_format(audio_format: str) -> str:
 
 # --------------------------------------------------------------------------- audio coding
 
-def encode_audio_column(audio: np.ndarray, sample_rate: int, audio_format: str) -> bytes:
-    """Bytes of a ``(samples, channels)`` array in the dataset's sample format."""
+def encode_audio_column(audio: np.ndarray, sample_rate: int, audio_format: str) -> bytes | memoryview:
+    """Bytes of a ``(samples, channels)`` array in the dataset's sample format.
+
+    float32: a flat byte view of the (little-endian, C-ordered) array itself, not a copy.
+    """
     if audio_format == "float32":
-        return np.ascontiguousarray(audio, dtype="<f4").tobytes()
+        return memoryview(np.ascontiguousarray(audio, dtype="<f4")).cast("B")
     from ..audio import encode_audio
 
     return encode_audio(np.asarray(audio, dtype=np.float32), sample_rate, format="flac",

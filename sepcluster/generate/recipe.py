@@ -316,9 +316,14 @@ class StemLibrary:
     files: dict          # label -> tuple of file names (sorted like Scaper's glob)
     durations: dict      # "label/name" -> seconds
     decoded_bytes: int = 0  # all indexed files decoded as float32
+    total_frames: int = 0   # sample frames over all indexed files
 
     def source_path(self, label: str, name: str) -> str:
         return os.path.join(self.fg_path, label, name)
+
+    def source_paths(self) -> list[str]:
+        """Every indexed source file, label by label."""
+        return [self.source_path(label, name) for label, names in self.files.items() for name in names]
 
 
 def _cache_dir_for(uri: str) -> str:
@@ -370,7 +375,7 @@ def index_library(stems_dir: str, labels: tuple[str, ...] | list[str] | None = N
     present = sorted(d for d in os.listdir(fg) if os.path.isdir(os.path.join(fg, d)) and not d.startswith("."))
     files = {}
     durations = {}
-    decoded = 0
+    decoded = frames = 0
     import soundfile
 
     for label in (labels if labels is not None else present):
@@ -396,8 +401,10 @@ def index_library(stems_dir: str, labels: tuple[str, ...] | list[str] | None = N
                 raise DataError(f"{path}: holds no samples")
             durations[f"{label}/{name}"] = float(info.duration)
             decoded += int(info.frames) * int(info.channels) * 4
+            frames += int(info.frames)
         files[label] = tuple(names)
-    return StemLibrary(root=root, fg_path=fg, bg_path=bg, files=files, durations=durations, decoded_bytes=decoded)
+    return StemLibrary(root=root, fg_path=fg, bg_path=bg, files=files, durations=durations, decoded_bytes=decoded,
+                       total_frames=frames)
 
 
 def validate_recipe(recipe: Recipe, library: StemLibrary) -> list[str]:

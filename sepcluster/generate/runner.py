@@ -30,13 +30,14 @@ from .. import storage
 from ..errors import ConfigError, DataError, SepclusterError
 from ..memory import keep_freed_memory
 from . import dataset as ds
-from .mixing import install_source_cache, make_mixture, render_jams
+from .mixing import install_source_cache, make_mixture, render_jams, source_cache_bytes
 from .recipe import Recipe, index_library, load_recipe, validate_recipe
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_MB = int(os.environ.get("SEPCLUSTER_SOURCE_CACHE_MB", "2048"))
 MAX_DEFAULT_SHARD = 64
+PROGRESS_INTERVAL_S = 0.5  # an actor reports mixtures done at most this often (fewer messages to the driver)
 
 
 @dataclass
@@ -93,13 +94,16 @@ class MixerActor:
         self.library = index_library(stems_dir, self.recipe.labels)
         self.out = out
         self.audio_format = audio_format
-        # Decoded sources are kept only when the whole library fits the budget: with a larger
-        # library a cache would decode whole songs to use 10 s of each. File info is always cached.
+        # Decoded sources (and, without pitch/time, their channel conversion) are kept only when
+        # the whole library fits the budget: with a larger library a cache would decode whole
+        # songs to use 10 s of each. File info is always cached.
         budget = int(cache_mb) << 20
-        self.cache = install_source_cache(budget if 0 < self.library.decoded_bytes <= budget else 0) \
-            if cache_mb > 0 else None
+        need = source_cache_bytes(self.recipe, self.library)
+        self.cache = install_source_cache(budget if 0 < need <= budget else 0) if cache_mb > 0 else None
         # warm up (imports, sox, filters) and fail here, at start, if this node cannot render
         make_mixture(self.recipe, self.library, 0)
+        if self.cache is not None and self.cache.max_bytes > 0:
+            self.cache.preload(self.library.source_paths())  # decode once now, not during the shards
 
     def pid(self) -> int:
         return os.getpid()
@@ -107,8 +111,8 @@ class MixerActor:
     def run_shard(self, first: int, last: int):
         """Render seeds ``first..last`` into ``shard-<first>-<last>.parquet``.
 
-        A streaming generator: yields ``1`` after each mixture, then a summary dict (after the
-        shard is committed). An existing shard is left alone (summary ``skipped: True``).
+        A streaming generator: yields the number of mixtures rendered since its last report (at
+        most every ``PROGRESS_INTERVAL_S``), then a summary dict (after the shard is committed). An existing shard is left alone (summary ``skipped: True``).
         """
         uri = storage.join(self.out, ds.shard_name(first, last))
         started = time.perf_counter()
@@ -120,6 +124,7 @@ class MixerActor:
             return
         coherent = 0
         render = 0.0
+        unreported, reported_at = 0, started
         with ds.ShardWriter(uri, self.recipe, self.audio_format, first, last) as writer:
             for seed in range(first, last + 1):
                 t = time.perf_counter()
@@ -132,7 +137,12 @@ class MixerActor:
                 render += time.perf_counter() - t
                 writer.write(result)
                 coherent += int(result.coherent)
-                yield 1
+                unreported += 1
+                if time.perf_counter() - reported_at >= PROGRESS_INTERVAL_S:
+                    yield unreported
+                    unreported, reported_at = 0, time.perf_counter()
+            if unreported:
+                yield unreported
         yield {"first": first, "last": last, "skipped": False, "count": last - first + 1, "coherent": coherent,
                "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
                "render_seconds": render, "store_seconds": time.perf_counter() - started - render,

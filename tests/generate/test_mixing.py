@@ -11,9 +11,11 @@ import os
 import warnings
 
 import numpy as np
+import pytest
 
 from sepcluster.compat import scaper
-from sepcluster.generate.mixing import is_coherent, make_mixture, render_jams, swap_label_folder
+from sepcluster.generate.mixing import (SourceCache, install_source_cache, is_coherent, make_mixture,
+                                        per_sample_chain, render_jams, swap_label_folder, uninstall_source_cache)
 from sepcluster.generate.recipe import index_library, load_recipe
 from tests.generate.test_recipe import TUTORIAL_YAML
 
@@ -168,3 +170,146 @@ def test_no_augmentation_and_stereo(small_library):
         assert np.array_equal(a.mixture, b.mixture) and a.jams == b.jams
         assert all(e["pitch_shift"] is None and e["time_stretch"] is None for e in a.events.values())
         assert np.allclose(sum(a.stems.values()), a.mixture, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- source cache
+
+@pytest.fixture(scope="module")
+def stereo_library(tmp_path_factory):
+    """3 songs x 8 s, 44.1 kHz stereo: Scaper's SoX chain downmixes every segment to mono."""
+    from tests.generate.conftest import make_library
+
+    return make_library(tmp_path_factory.mktemp("lib") / "stereo", songs=3, seconds=8.0, channels=2)
+
+
+def _no_augmentation_recipe(channels: int = 1):
+    from tests.generate.test_recipe import TUTORIAL_YAML
+
+    recipe = load_recipe(TUTORIAL_YAML)
+    data = recipe.to_dict()
+    data["channels"] = channels
+    data["event"]["pitch_shift"] = None
+    data["event"]["time_stretch"] = None
+    return load_recipe(data)
+
+
+def _render_all(recipe, library, seeds):
+    return {seed: make_mixture(recipe, library, seed, dtype=np.float64) for seed in seeds}
+
+
+def _assert_same_renders(a, b):
+    for seed in a:
+        assert a[seed].coherent == b[seed].coherent
+        assert np.array_equal(a[seed].mixture, b[seed].mixture), seed  # bit for bit
+        assert all(np.array_equal(a[seed].stems[k], b[seed].stems[k]) for k in a[seed].stems), seed
+        assert a[seed].jams == b[seed].jams
+
+
+@pytest.mark.parametrize("library_name,channels", [("stereo_library", 1), ("stereo_library", 2),
+                                                   ("synth_library", 1), ("musdb_library", 1)])
+def test_source_cache_serves_channel_conversion_bit_for_bit(library_name, channels, request):
+    """Without pitch/time, the cached whole-file SoX output sliced = SoX on each segment."""
+    root = request.getfixturevalue(library_name)
+    recipe = _no_augmentation_recipe(channels)
+    library = index_library(str(root), recipe.labels)
+    seeds = range(8)
+    plain = _render_all(recipe, library, seeds)
+    cache = install_source_cache(1 << 30)
+    try:
+        first = _render_all(recipe, library, seeds)    # loads each file, checks its whole-file chain
+        second = _render_all(recipe, library, seeds)   # every segment from the cache
+        assert cache.chain_hits >= 4 * len(seeds)
+        assert not cache.refused
+    finally:
+        uninstall_source_cache()
+    assert {r.coherent for r in plain.values()} == {True, False}
+    _assert_same_renders(plain, first)
+    _assert_same_renders(plain, second)
+
+
+def test_source_cache_leaves_pitch_and_time_to_sox(synth_library):
+    recipe = load_recipe(TUTORIAL_YAML)
+    library = index_library(str(synth_library), recipe.labels)
+    plain = _render_all(recipe, library, range(3))
+    cache = install_source_cache(1 << 30)
+    try:
+        cached = _render_all(recipe, library, range(3))
+        assert cache.chain_hits == 0 and cache.hits > 0  # sources cached, chains run in SoX
+    finally:
+        uninstall_source_cache()
+    _assert_same_renders(plain, cached)
+
+
+def test_per_sample_chain_accepts_only_frame_by_frame_chains():
+    sox = scaper.core.sox
+
+    def tfm(**changes):
+        t = sox.Transformer()
+        t.convert(samplerate=44100, n_channels=1, bitdepth=None)
+        t.set_output_format(rate=changes.pop("out_rate", 44100), channels=1, bits=changes.pop("bits", None))
+        if changes.pop("pitch", False):
+            t.pitch(1.0)
+        if changes.pop("dither", False):
+            t.set_globals(dither=True)
+        return t
+
+    assert per_sample_chain(tfm(), 44100)
+    assert per_sample_chain(sox.Transformer(), 16000)          # no effect at all
+    assert not per_sample_chain(tfm(), 22050)                   # a real resampling
+    assert not per_sample_chain(tfm(out_rate=22050), 44100)
+    assert not per_sample_chain(tfm(pitch=True), 44100)         # stateful effect
+    assert not per_sample_chain(tfm(dither=True), 44100)
+    assert not per_sample_chain(tfm(bits=16), 44100)            # requantized output
+
+
+def test_source_cache_refuses_a_chain_whose_whole_file_output_differs(synth_library):
+    """The first segment of a file is also run the ordinary way; a mismatch turns the cache off for it."""
+    path = sorted((synth_library / "foreground" / "vocals").iterdir())[0]
+    cache = SourceCache(1 << 30)
+    tfm = scaper.core.sox.Transformer()
+    stateful = lambda array: np.cumsum(array, axis=0)  # noqa: E731  (each output depends on every earlier frame)
+    segment, _ = cache.read(str(path), start=1000, stop=5000, always_2d=True)
+    out = cache.transform_segment(tfm, segment, 44100, stateful)
+    assert np.array_equal(out, np.cumsum(segment, axis=0))     # the ordinary result
+    assert len(cache.refused) == 1
+    segment, _ = cache.read(str(path), start=1000, stop=5000, always_2d=True)
+    assert cache.transform_segment(tfm, segment, 44100, stateful) is None  # left to SoX from now on
+    # only the array read() returned last is served
+    same_chain = lambda array: array.copy()  # noqa: E731
+    other = SourceCache(1 << 30)
+    segment, _ = other.read(str(path), start=0, stop=100, always_2d=True)
+    assert other.transform_segment(tfm, segment.copy(), 44100, same_chain) is None
+    assert other.transform_segment(tfm, segment, 44100, same_chain) is None  # consumed by the call above
+    segment, _ = other.read(str(path), start=0, stop=100, always_2d=True)
+    assert np.array_equal(other.transform_segment(tfm, segment, 44100, same_chain), segment)
+    segment, _ = other.read(str(path), start=50, stop=150, always_2d=True)
+    assert np.array_equal(other.transform_segment(tfm, segment, 44100, same_chain), segment)
+    assert other.chain_hits == 1 and not other.refused
+
+
+def test_source_cache_preload_runs_each_file_through_the_chains_seen(stereo_library):
+    from sepcluster.generate.mixing import source_cache_bytes
+
+    recipe = _no_augmentation_recipe(1)
+    library = index_library(str(stereo_library), recipe.labels)
+    paths = library.source_paths()
+    assert len(paths) == 12 and all(os.path.isfile(p) for p in paths)
+    frames = sum(int(sf_info.frames) for sf_info in map(scaper.core.soundfile.info, paths))
+    assert library.total_frames == frames and library.decoded_bytes == frames * 2 * 4
+    # decoded stereo float32 + the mono int32 channel conversion; with pitch/time only the sources
+    assert source_cache_bytes(recipe, library) == frames * 2 * 4 + frames * 4
+    assert source_cache_bytes(load_recipe(TUTORIAL_YAML), library) == library.decoded_bytes
+    plain = _render_all(recipe, library, range(6))
+    cache = install_source_cache(1 << 30)
+    try:
+        make_mixture(recipe, library, 1000)   # the chain is seen once ...
+        cache.preload(paths)                  # ... and run over every file now
+        assert cache.misses == 12 and not cache.refused
+        assert cache.nbytes == source_cache_bytes(recipe, library)
+        hits_before, chain_hits_before = cache.hits, cache.chain_hits
+        cached = _render_all(recipe, library, range(6))
+        assert cache.chain_hits - chain_hits_before == 4 * 6  # every event's segment from the cache
+        assert cache.misses == 12 and cache.hits > hits_before  # nothing decoded during the renders
+    finally:
+        uninstall_source_cache()
+    _assert_same_renders(plain, cached)
