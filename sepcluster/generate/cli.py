@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-format", choices=AUDIO_FORMATS, default="float32",
                         help="sample format of the audio columns (default float32; flac16/flac24 are smaller)")
     parser.add_argument("--cache-mb", type=int, metavar="MB",
-                        help="per-actor cache of decoded sources (default 2048; 0 disables)")
+                        help="per-actor cache of decoded sources and, without pitch/time, their channel "
+                             "conversion; used when the whole library fits (default 2048; 0 disables)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--regenerate", type=int, metavar="SEED",
                         help="remake mixture SEED from the dataset's recipe, compare with the stored one and print "

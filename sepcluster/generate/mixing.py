@@ -429,6 +429,17 @@ def install_source_cache(max_bytes: int = 1 << 30) -> SourceCache:
     return _installed
 
 
+def install_library_cache(recipe: Recipe, library: StemLibrary, budget_bytes: int) -> SourceCache:
+    """Install the source cache for rendering ``recipe`` from ``library`` in this process.
+
+    Whole files (and their channel conversion) are kept only when all of the library fits
+    ``budget_bytes`` (:func:`source_cache_bytes`): a larger library would be decoded whole, file
+    after file, to use seconds of each. Otherwise only file info is cached.
+    """
+    need = source_cache_bytes(recipe, library)
+    return install_source_cache(budget_bytes if 0 < need <= budget_bytes else 0)
+
+
 def uninstall_source_cache() -> None:
     """Give scaper its soundfile and SoX modules back."""
     global _installed, _scaper_modules

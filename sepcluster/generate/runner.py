@@ -30,7 +30,7 @@ from .. import storage
 from ..errors import ConfigError, DataError, SepclusterError
 from ..memory import keep_freed_memory
 from . import dataset as ds
-from .mixing import install_source_cache, make_mixture, render_jams, source_cache_bytes
+from .mixing import install_library_cache, make_mixture, render_jams
 from .recipe import Recipe, index_library, load_recipe, validate_recipe
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,8 @@ class MixerActor:
         self.out = out
         self.audio_format = audio_format
         # Decoded sources (and, without pitch/time, their channel conversion) are kept only when
-        # the whole library fits the budget: with a larger library a cache would decode whole
-        # songs to use 10 s of each. File info is always cached.
-        budget = int(cache_mb) << 20
-        need = source_cache_bytes(self.recipe, self.library)
-        self.cache = install_source_cache(budget if 0 < need <= budget else 0) if cache_mb > 0 else None
+        # the whole library fits the budget; file info is always cached.
+        self.cache = install_library_cache(self.recipe, self.library, int(cache_mb) << 20) if cache_mb > 0 else None
         # warm up (imports, sox, filters) and fail here, at start, if this node cannot render
         make_mixture(self.recipe, self.library, 0)
         if self.cache is not None and self.cache.max_bytes > 0:

@@ -741,7 +741,7 @@ class OnTheFlySource(Source):
 
             self._recipe = parse_recipe(json.loads(self.spec.recipe_json), source_yaml=self.spec.recipe_yaml)
             self._library = index_library(self.spec.stems_dir, self._recipe.labels)
-            mixing.install_source_cache(256 << 20)
+            mixing.install_library_cache(self._recipe, self._library, 256 << 20)
 
     def render(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Mixture and target ``(samples, channels)`` of mixture ``seed``, at the training rate."""

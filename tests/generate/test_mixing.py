@@ -313,3 +313,17 @@ def test_source_cache_preload_runs_each_file_through_the_chains_seen(stereo_libr
     finally:
         uninstall_source_cache()
     _assert_same_renders(plain, cached)
+
+
+def test_library_cache_holds_whole_files_only_when_the_library_fits(stereo_library):
+    from sepcluster.generate.mixing import install_library_cache, source_cache_bytes
+
+    recipe = _no_augmentation_recipe(1)
+    library = index_library(str(stereo_library), recipe.labels)
+    need = source_cache_bytes(recipe, library)
+    try:
+        assert install_library_cache(recipe, library, need - 1).max_bytes == 0  # file info only
+        uninstall_source_cache()
+        assert install_library_cache(recipe, library, need).max_bytes == need
+    finally:
+        uninstall_source_cache()
