@@ -15,8 +15,9 @@ Each configuration runs ``--repeats`` times, the configurations interleaved (pla
 2 actors, plain, ...), and the median rate is reported: on a shared 2-core VM single runs of a
 few seconds differ by 10-20%. Mixtures per run default to 20-30 s of work for one actor, so the
 last shards (one actor finishing while the other idles) weigh little, as in a real dataset.
-Actor throughput is measured from the moment the actors are ready (Ray worker start, imports
-and a warm-up mixture are shown separately as startup). Ray runs its workers at niceness 15 by
+Actor throughput is measured from the moment the actors are ready (Ray worker start, imports,
+a warm-up mixture and the source cache's preload of the library are shown separately as
+startup). Ray runs its workers at niceness 15 by
 default; on a shared machine that alone would starve the actors against the plain loop (nice
 0), so this benchmark starts Ray with ``RAY_worker_niceness=0``. It also prints CPU seconds per
 mixture (process CPU time), a figure that other load on the machine does not distort, and how
