@@ -17,14 +17,18 @@ few seconds differ by 10-20%. Mixtures per run default to 20-30 s of work for on
 last shards (one actor finishing while the other idles) weigh little, as in a real dataset.
 Actor throughput is measured from the moment the actors are ready (Ray worker start, imports,
 a warm-up mixture and the source cache's preload of the library are shown separately as
-startup). Ray runs its workers at niceness 15 by
-default; on a shared machine that alone would starve the actors against the plain loop (nice
-0), so this benchmark starts Ray with ``RAY_worker_niceness=0``. It also prints CPU seconds per
+startup). Ray runs its workers at niceness 15 by default; on a shared machine that alone would
+starve the actors against the plain loop (nice 0), so this benchmark starts Ray with
+``RAY_worker_niceness=0``. It also prints CPU seconds per
 mixture (process CPU time), a figure that other load on the machine does not distort, and how
 an actor's time per mixture splits between rendering (Scaper) and storing (Parquet encode, write,
 commit): the plain loop stores nothing.
 
     .venv/bin/python bench/generate.py [--mixtures N] [--repeats 3] [--modes none,quick,full] [--stems DIR]
+                                       [--cache-row] [--ceiling] [--out DIR]
+
+``--ceiling`` also runs two plain Scaper loops side by side (separate processes, no Ray) on the
+same seeds: the 2-way scaling the machine itself gives, to read the 2-actor ratio against.
 
 Without ``--stems`` a synthetic library (6 songs x 20 s, stereo) is made in a temp folder.
 """
@@ -65,8 +69,11 @@ def recipe_for(mode: str) -> dict:
 
 # ----------------------------------------------------------------------------- the tutorial's loop
 
-def tutorial_loop(fg: str, bg: str, mode: str, seeds) -> dict:
-    """The tutorial's Option 2: for each seed, flip the coin and call coherent()/incoherent()."""
+def tutorial_loop(fg: str, bg: str, mode: str, seeds, keep_audio: bool = True, barrier=None) -> dict:
+    """The tutorial's Option 2: for each seed, flip the coin and call coherent()/incoherent().
+
+    barrier: a multiprocessing barrier to wait at after the warm-up (for :func:`plain_pair`).
+    """
     from sepcluster.compat import scaper
 
     template = {"label": ("const", "vocals"), "source_file": ("choose", []), "source_time": ("uniform", 0, 7),
@@ -108,15 +115,42 @@ def tutorial_loop(fg: str, bg: str, mode: str, seeds) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         incoherent(10_000)  # warm-up (imports, sox init), not timed
+        if barrier is not None:
+            barrier.wait()
         t0 = time.perf_counter()
         c0 = time.process_time()
         for seed in seeds:
             coin = np.random.RandomState(seed).rand() > 0.5
             mix = (coherent if coin else incoherent)(seed)[0]
-            out[seed] = mix.astype(np.float32)
+            if keep_audio:
+                out[seed] = mix.astype(np.float32)
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
     return {"seconds": seconds, "rate": len(seeds) / seconds, "cpu_per_mix": cpu / len(seeds), "audio": out}
+
+
+def _pair_half(fg, bg, mode, seeds, barrier, queue) -> None:
+    queue.put(tutorial_loop(fg, bg, mode, seeds, keep_audio=False, barrier=barrier)["seconds"])
+
+
+def plain_pair(fg: str, bg: str, mode: str, seeds) -> float:
+    """The machine's own 2-way scaling: two plain Scaper processes, half of ``seeds`` each, no Ray.
+
+    Returns mixtures/s of the pair (both start together after their warm-up).
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    half = len(seeds) // 2
+    procs = [ctx.Process(target=_pair_half, args=(fg, bg, mode, part, barrier, queue))
+             for part in (seeds[:half], seeds[half:])]
+    for p in procs:
+        p.start()
+    seconds = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return len(seeds) / max(seconds)
 
 
 def peak_rss_mb() -> float:
@@ -135,6 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="folder for the datasets (default: a temp folder; e.g. /dev/shm to leave disk "
                                           "writeback out)")
     parser.add_argument("--cache-row", action="store_true", help="add a 1-actor run without the source cache")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="add two plain Scaper processes side by side (no Ray): what 2-way scaling this "
+                             "machine allows")
     args = parser.parse_args(argv)
 
     from sepcluster import raycluster
@@ -161,11 +198,13 @@ def main(argv=None) -> int:
             configs = [("1 actor", 1, None), ("2 actors", 2, None)]
             if args.cache_row:
                 configs.insert(1, ("1 actor, no cache", 1, 0))
-            plains, runs = [], {name: [] for name, _, _ in configs}
+            plains, pairs, runs = [], [], {name: [] for name, _, _ in configs}
             same = True
             for rep in range(args.repeats):
                 plain = tutorial_loop(fg, bg, mode, list(range(n)))
                 plains.append(plain)
+                if args.ceiling:
+                    pairs.append(plain_pair(fg, bg, mode, list(range(n))))
                 for name, actors, cache in configs:
                     out = os.path.join(args.out or work, f"{mode}-{actors}-{cache}-{rep}")
                     s = generate(recipe_for(mode), stems, out, n, num_actors=actors, cache_mb=cache, progress=False)
@@ -183,6 +222,10 @@ def main(argv=None) -> int:
             plain_runs = ", ".join(f"{p['rate']:.2f}" for p in plains)
             print(f"  plain Scaper loop           {plain_rate:6.2f} mixtures/s, {plain_cpu:.3f} CPU s/mix "
                   f"(1 process; runs {plain_runs}; peak RSS {peak_rss_mb():.0f} MB incl. this driver)")
+            if pairs:
+                print(f"  2 plain processes, no Ray   {statistics.median(pairs):6.2f} mixtures/s "
+                      f"(runs {', '.join(f'{r:.2f}' for r in pairs)}): this machine's 2-way ceiling "
+                      f"{statistics.median(pairs) / plain_rate:.2f}x")
             for name, ss in runs.items():
                 mem = max(v for s in ss for v in s.peak_rss_mb.values())
                 each = ", ".join(f"{s.mixtures_per_second:.2f}" for s in ss)
@@ -197,7 +240,8 @@ def main(argv=None) -> int:
             if "1 actor, no cache" in rate:
                 print(f"  ratio cache / no cache   = {rate['1 actor'] / rate['1 actor, no cache']:.2f}x; by CPU time "
                       f"{cpu['1 actor, no cache'] / cpu['1 actor']:.2f}x")
-            print(f"  ratio 2 actors / 1 actor = {rate['2 actors'] / rate['1 actor']:.2f}x (target >= 1.8)")
+            ceiling = f"; 2 plain processes / 1: {statistics.median(pairs) / plain_rate:.2f}x" if pairs else ""
+            print(f"  ratio 2 actors / 1 actor = {rate['2 actors'] / rate['1 actor']:.2f}x (target >= 1.8){ceiling}")
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print("\nsummary (median mixtures/s): mode, mixtures per run, plain, 1 actor, 2 actors, 1a/plain, 2a/1a")
         for mode, n, plain_rate, rate in rows:
