@@ -222,10 +222,11 @@ def main(argv=None) -> int:
             plain_runs = ", ".join(f"{p['rate']:.2f}" for p in plains)
             print(f"  plain Scaper loop           {plain_rate:6.2f} mixtures/s, {plain_cpu:.3f} CPU s/mix "
                   f"(1 process; runs {plain_runs}; peak RSS {peak_rss_mb():.0f} MB incl. this driver)")
-            if pairs:
-                print(f"  2 plain processes, no Ray   {statistics.median(pairs):6.2f} mixtures/s "
+            pair_rate = statistics.median(pairs) if pairs else None
+            if pair_rate:
+                print(f"  2 plain processes, no Ray   {pair_rate:6.2f} mixtures/s "
                       f"(runs {', '.join(f'{r:.2f}' for r in pairs)}): this machine's 2-way ceiling "
-                      f"{statistics.median(pairs) / plain_rate:.2f}x")
+                      f"{pair_rate / plain_rate:.2f}x")
             for name, ss in runs.items():
                 mem = max(v for s in ss for v in s.peak_rss_mb.values())
                 each = ", ".join(f"{s.mixtures_per_second:.2f}" for s in ss)
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
             if "1 actor, no cache" in rate:
                 print(f"  ratio cache / no cache   = {rate['1 actor'] / rate['1 actor, no cache']:.2f}x; by CPU time "
                       f"{cpu['1 actor, no cache'] / cpu['1 actor']:.2f}x")
-            ceiling = f"; 2 plain processes / 1: {statistics.median(pairs) / plain_rate:.2f}x" if pairs else ""
+            ceiling = f"; 2 plain processes / 1: {pair_rate / plain_rate:.2f}x" if pair_rate else ""
             print(f"  ratio 2 actors / 1 actor = {rate['2 actors'] / rate['1 actor']:.2f}x (target >= 1.8){ceiling}")
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print("\nsummary (median mixtures/s): mode, mixtures per run, plain, 1 actor, 2 actors, 1a/plain, 2a/1a")

@@ -109,7 +109,8 @@ class MixerActor:
         """Render seeds ``first..last`` into ``shard-<first>-<last>.parquet``.
 
         A streaming generator: yields the number of mixtures rendered since its last report (at
-        most every ``PROGRESS_INTERVAL_S``), then a summary dict (after the shard is committed). An existing shard is left alone (summary ``skipped: True``).
+        most every ``PROGRESS_INTERVAL_S``), then a summary dict (after the shard is committed).
+        An existing shard is left alone (summary ``skipped: True``).
         """
         uri = storage.join(self.out, ds.shard_name(first, last))
         started = time.perf_counter()
