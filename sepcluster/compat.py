@@ -4,7 +4,6 @@ scaper 1.6.5 uses ``np.Inf`` and friends, which NumPy 2 removed. Import scaper o
 ``from sepcluster.compat import scaper`` so the aliases exist first.
 """
 
-import os
 
 import numpy as np
 
@@ -12,7 +11,6 @@ for _name, _value in (("Inf", np.inf), ("NaN", np.nan), ("float_", np.float64), 
     if not hasattr(np, _name):
         setattr(np, _name, _value)
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import scaper  # noqa: E402  (must come after the aliases)
 

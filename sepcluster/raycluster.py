@@ -1,28 +1,34 @@
-"""Connecting to Ray: a local cluster by default, or an existing one by address.
+"""Connecting to Ray: one session policy for every job.
 
-``init()`` with no address uses ``RAY_ADDRESS`` when set (as it is inside a Ray Jobs
-entrypoint), and otherwise starts a new local Ray on this machine (no dashboard).
-Non-secret settings (MLflow URI, S3 endpoint, SEPCLUSTER_HOME) travel to the workers in the
-runtime env; credentials never do: nodes take them from their own environment.
+:func:`session` is the only way the jobs use Ray. It connects to an existing cluster
+(``address``, else ``RAY_ADDRESS``, as inside a Ray Jobs entrypoint) or starts a new local Ray
+on this machine (no dashboard), and on exit shuts down only what it started itself: inside
+another session (the pipeline running its stages, a test's fixture, a notebook that called
+``ray.init``) it reuses the connection and leaves it open. Non-secret settings (MLflow URI, S3
+endpoint, SEPCLUSTER_HOME) travel to the workers in the runtime env; credentials never do:
+nodes take them from their own environment. Ray's own defaults that sepcluster changes are
+set by :func:`ray_environment` when a session starts, never at import.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-# Ray runs workers at niceness 15 by default: on a shared machine they then starve
-os.environ.setdefault("RAY_worker_niceness", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-import ray  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from typing import Iterator, Optional
 
 _FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "SEPCLUSTER_HOME", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
                   "AWS_REGION", "AWS_DEFAULT_REGION", "MLFLOW_DISABLE_TELEMETRY", "SEPCLUSTER_EXPERIMENT")
-_started_here = False
+# Ray's settings sepcluster changes unless the user set them: usage stats off, repeated log lines
+# folded, and workers at normal priority (Ray runs them at niceness 15: on a shared machine they starve)
+RAY_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1", "RAY_worker_niceness": "0",
+                "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def ray_environment() -> None:
+    """Apply :data:`RAY_DEFAULTS` to this process's environment (variables already set win)."""
+    for key, value in RAY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 def worker_env() -> dict[str, str]:
@@ -33,17 +39,7 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)}
 
 
-def init(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
-         **kwargs) -> None:
-    """Start or connect to Ray once per process.
-
-    address: ``None`` (RAY_ADDRESS, else a new local Ray), ``"auto"``, ``"local"`` or
-    ``host:port`` / ``ray://host:port``. num_cpus/num_gpus only apply to a new local Ray.
-    """
-    global _started_here
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+def _runtime_env() -> dict:
     env = worker_env()
     # Inside a Ray Jobs entrypoint the job already has a runtime env; Ray refuses a driver
     # runtime env that repeats its keys, so forward only what the job does not set itself.
@@ -56,36 +52,92 @@ def init(address: str | None = None, num_cpus: int | None = None, num_gpus: int 
         except (ValueError, AttributeError):
             job_env = {}
         env = {k: v for k, v in env.items() if k not in job_env}
-    runtime_env = {"env_vars": env}
+    return {"env_vars": env}
+
+
+def _connect(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional[int]) -> None:
+    import ray
+
+    ray_environment()
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "local":
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, **kwargs)
+        ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                 runtime_env=_runtime_env(), log_to_driver=True)
+
+
+@contextlib.contextmanager
+def session(address: Optional[str] = None, num_cpus: Optional[int] = None,
+            num_gpus: Optional[int] = None) -> Iterator[None]:
+    """Use Ray for the body: connect or start it, and on exit shut down only what this call started.
+
+    address: ``None`` (``RAY_ADDRESS``, else a new local Ray), ``"auto"``, ``"local"`` or
+    ``host:port`` / ``ray://host:port``. num_cpus/num_gpus only apply to a new local Ray. When
+    Ray is already initialised in this process (an enclosing session, a test fixture, a user's
+    ``ray.init``) the body runs on that connection and it stays open afterwards.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
         return
-    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-             runtime_env=runtime_env, log_to_driver=True, **kwargs)
-    _started_here = True
+    _connect(address, num_cpus, num_gpus)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def init(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
+    """Connect or start Ray for the rest of the process (no-op when already initialised).
+
+    For scripts, benchmarks and test fixtures that hold Ray across many calls; the jobs use
+    :func:`session`. Same arguments as :func:`session`; end it with :func:`shutdown`.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        _connect(address, num_cpus, num_gpus)
 
 
 def shutdown() -> None:
-    """Disconnect (and stop the local Ray if this process started it)."""
-    global _started_here
+    """Disconnect from Ray (stopping the local Ray when this process started it)."""
+    import ray
+
     if ray.is_initialized():
         ray.shutdown()
-    _started_here = False
+
+
+def current_cluster() -> dict:
+    """Where this process's Ray session runs: ``{"gcs_address", "node_id", "cluster_cpus"}``."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {"gcs_address": ctx.gcs_address, "node_id": ctx.get_node_id(), "cluster_cpus": cluster_cpus()}
 
 
 def cluster_cpus() -> int:
+    import ray
+
     return int(ray.cluster_resources().get("CPU", 0))
 
 
 def cluster_gpus() -> int:
+    import ray
+
     return int(ray.cluster_resources().get("GPU", 0))
 
 
 def alive_nodes() -> list[dict]:
+    import ray
+
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
 def progress(total: int, desc: str, unit: str = "it", initial: int = 0):
     """A tqdm progress bar on stderr (count, rate and ETA)."""
+    from tqdm.auto import tqdm
+
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=sys.stderr, mininterval=1.0,
                 dynamic_ncols=True, disable=os.environ.get("SEPCLUSTER_NO_PROGRESS") == "1")

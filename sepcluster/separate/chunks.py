@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from sepcluster import storage
+from sepcluster.audiostream import ArrayReader, ZippedReader, open_reader
 from sepcluster.errors import AudioError, ConfigError
 from sepcluster.memory import keep_freed_memory
 
-from .inputs import ArrayReader, open_reader, zip_blocks
 from .wiener import wiener
 
 DEFAULT_CHUNK_SECONDS = 30.0
@@ -578,26 +578,12 @@ def separate_track(separator, audio: np.ndarray, sample_rate: int, targets=None,
             if readers[-1].channels != reader.channels:
                 raise AudioError(f"reference '{name}' has {readers[-1].channels} channels, the mixture "
                                  f"{reader.channels}")
-    source = _ZippedReader(reader, readers) if readers else reader
+    source = ZippedReader(reader, readers) if readers else reader
     parts, sink = _collect(list(est.outputs))
     run_engine(est, source, sink, mix_channels=reader.channels, device=device, chunk_seconds=chunk_seconds,
                overlap_seconds=overlap_seconds, batch_chunks=batch_chunks, downmix=downmix)
     return {name: np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
             for name, blocks in parts.items()}
-
-
-class _ZippedReader:
-    def __init__(self, main, others: list):
-        self.main, self.others = main, list(others)
-        for o in self.others:
-            if int(o.sample_rate) != int(main.sample_rate):
-                raise AudioError(f"{o.where}: sample rate {o.sample_rate} differs from the mixture's "
-                                 f"{main.sample_rate}")
-        self.sample_rate = main.sample_rate
-        self.channels = main.channels + sum(o.channels for o in self.others)
-
-    def __iter__(self):
-        return zip_blocks(self.main, self.others)
 
 
 def write_stems(estimator: Estimator, source, outputs: dict, *, mix_channels: Optional[int] = None,
@@ -665,7 +651,7 @@ def separate_file(estimator: Estimator, source_uri: str, outputs: dict, *, strea
             if r.channels != reader.channels:
                 raise AudioError(f"{r.where}: {r.channels} channels, but the mixture {where} has {reader.channels}")
             others.append(r)
-        source = _ZippedReader(reader, others) if others else reader
+        source = ZippedReader(reader, others) if others else reader
         return write_stems(estimator, source, outputs, mix_channels=reader.channels, format=format, bits=bits,
                            device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
                            batch_chunks=batch_chunks, downmix=downmix, where=where)

@@ -15,9 +15,7 @@ Sources (``list_inputs``):
   holding track folders (MUSDB18-HQ) or ``*.stem.mp4`` files (MUSDB18).
 - a single audio file.
 
-Decoding (``open_reader``): :class:`BlockReader` yields ``float32 (frames, channels)``
-blocks (soundfile for wav/flac/ogg/aiff, an ``ffmpeg`` pipe for mp3/m4a/aac/mp4), so a track
-of any length decodes in bounded memory; every error names the input.
+Decoding in blocks is :mod:`sepcluster.audiostream`.
 """
 
 from __future__ import annotations
@@ -25,25 +23,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 import unicodedata
-from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
-
-import numpy as np
+from typing import Optional
 
 from sepcluster import audio, storage
-from sepcluster.errors import AudioError, DataError
+from sepcluster.errors import DataError
 
 REFERENCE_NAMES = ("vocals", "drums", "bass", "other")
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 _URI_COLUMNS = ("uri", "path", "source", "source_uri", "file")
 _STEM_MP4 = ".stem.mp4"
 RESERVED_NAMES = {"catalog.parquet", "catalog", "summary.json"}
-DEFAULT_BLOCK_FRAMES = 1 << 17
 
 
 @dataclass
@@ -301,198 +292,3 @@ def assign_names(tracks: list, taken: Optional[dict] = None) -> dict:
         used.add(name.casefold())
         names[t.key] = name
     return names
-
-
-# ---------------------------------------------------------------------------------------
-# block decoding
-
-
-class BlockReader:
-    """Decode one audio stream in blocks: iterate for ``float32 (frames, channels)`` arrays.
-
-    Attributes ``sample_rate``, ``channels`` and ``frames`` (an estimate for ffmpeg inputs;
-    ``frames_read`` is exact after iteration). Use as a context manager (remote inputs are
-    downloaded to a temporary file, removed on exit). Raises AudioError naming the input
-    when it is missing, empty, undecodable or holds NaN/inf samples.
-    """
-
-    def __init__(self, uri: str, stream: int = 0, block_frames: int = DEFAULT_BLOCK_FRAMES):
-        self.uri = uri
-        self.stream = int(stream)
-        self.block_frames = int(block_frames)
-        self.where = storage.redact(uri) + (f" (stream {stream})" if stream else "")
-        self._stack = ExitStack()
-        self._sf = None
-        self._proc = None
-        self._stderr = None
-        self.frames_read = 0
-        try:
-            self._open()
-        except BaseException:
-            self._stack.close()
-            raise
-
-    def _open(self) -> None:
-        try:
-            path = self._stack.enter_context(storage.local_copy(self.uri))
-        except FileNotFoundError as exc:
-            raise AudioError(f"{self.where}: no such file") from exc
-        except OSError as exc:
-            raise AudioError(f"{self.where}: cannot be read ({exc})") from exc
-        if not is_audio(self.uri):
-            raise AudioError(f"{self.where}: unsupported audio format '{os.path.splitext(self.uri)[1] or '(none)'}'")
-        if os.path.getsize(path) == 0:
-            raise AudioError(f"{self.where}: the file is empty")
-        self._path = path
-        if _lower(self.uri).endswith(tuple(audio.FFMPEG_SUFFIXES)):
-            info = audio.audio_info(self.uri if not storage.is_remote(self.uri) else path, stream=self.stream)
-            if info.sample_rate <= 0 or info.channels <= 0:
-                raise AudioError(f"{self.where}: stream {self.stream} has no sample rate or channels")
-            self.sample_rate, self.channels, self.frames = info.sample_rate, info.channels, info.frames
-            exe = shutil.which("ffmpeg")
-            if not exe:
-                raise AudioError("ffmpeg is not installed: it is needed for mp3/m4a/mp4 inputs")
-            self._stderr = self._stack.enter_context(tempfile.TemporaryFile())
-            self._proc = subprocess.Popen(
-                [exe, "-nostdin", "-v", "error", "-i", path, "-map", f"0:a:{self.stream}", "-f", "f32le",
-                 "-acodec", "pcm_f32le", "-ac", str(self.channels), "-"],
-                stdout=subprocess.PIPE, stderr=self._stderr)
-            self._stack.callback(self._close_proc)
-        else:
-            if self.stream:
-                raise AudioError(f"{self.where}: only stream 0 exists in a {os.path.splitext(self.uri)[1]} file")
-            import soundfile as sf
-
-            try:
-                handle = sf.SoundFile(path)
-            except Exception as exc:  # noqa: BLE001 - libsndfile errors
-                raise AudioError(f"{self.where}: not a readable audio file ({exc})") from exc
-            self._sf = self._stack.enter_context(handle)
-            self.sample_rate, self.channels = int(handle.samplerate), int(handle.channels)
-            self.frames = int(handle.frames)
-            if self.frames <= 0:
-                raise AudioError(f"{self.where}: the file holds no samples")
-
-    def _close_proc(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    @property
-    def duration(self) -> float:
-        return self.frames / float(self.sample_rate) if self.sample_rate else 0.0
-
-    def __enter__(self) -> "BlockReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._stack.close()
-
-    def _check(self, block: np.ndarray) -> np.ndarray:
-        if not np.isfinite(block).all():
-            raise AudioError(f"{self.where}: the audio holds NaN or infinite samples "
-                             f"(near {self.frames_read / self.sample_rate:.1f} s)")
-        self.frames_read += block.shape[0]
-        return block
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        if self._sf is not None:
-            while True:
-                try:
-                    block = self._sf.read(self.block_frames, dtype="float32", always_2d=True)
-                except Exception as exc:  # noqa: BLE001
-                    raise AudioError(f"{self.where}: decoding failed after {self.frames_read} frames ({exc})") from exc
-                if block.shape[0] == 0:
-                    break
-                yield self._check(np.ascontiguousarray(block))
-        else:
-            nbytes = self.block_frames * self.channels * 4
-            out = self._proc.stdout
-            while True:
-                data = out.read(nbytes)
-                if not data:
-                    break
-                usable = len(data) - len(data) % (self.channels * 4)
-                block = np.frombuffer(data[:usable], dtype="<f4").reshape(-1, self.channels)
-                yield self._check(np.array(block, dtype=np.float32))
-            code = self._proc.wait()
-            if code != 0:
-                self._stderr.seek(0)
-                msg = self._stderr.read().decode(errors="replace").strip()[:300]
-                raise AudioError(f"{self.where}: ffmpeg cannot decode it: {msg or f'exit code {code}'}")
-        if self.frames_read == 0:
-            raise AudioError(f"{self.where}: the file holds no samples")
-
-
-def open_reader(uri: str, stream: int = 0, block_frames: int = DEFAULT_BLOCK_FRAMES) -> BlockReader:
-    """A :class:`BlockReader` for ``uri`` (``stream`` for multi-stream files)."""
-    return BlockReader(uri, stream=stream, block_frames=block_frames)
-
-
-class ArrayReader:
-    """A :class:`BlockReader` look-alike over an in-memory ``(frames, channels)`` array."""
-
-    def __init__(self, audio_array: np.ndarray, sample_rate: int, block_frames: int = DEFAULT_BLOCK_FRAMES,
-                 where: str = "audio"):
-        arr = np.asarray(audio_array, dtype=np.float32)
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise AudioError(f"{where}: audio must be (samples, channels), got shape {arr.shape}")
-        if arr.shape[0] == 0:
-            raise AudioError(f"{where}: the audio holds no samples")
-        if not np.isfinite(arr).all():
-            raise AudioError(f"{where}: the audio holds NaN or infinite samples")
-        self.array = arr
-        self.sample_rate = int(sample_rate)
-        self.channels = int(arr.shape[1])
-        self.frames = int(arr.shape[0])
-        self.frames_read = 0
-        self.block_frames = int(block_frames)
-        self.where = where
-
-    @property
-    def duration(self) -> float:
-        return self.frames / float(self.sample_rate)
-
-    def __enter__(self) -> "ArrayReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for start in range(0, self.frames, self.block_frames):
-            block = self.array[start:start + self.block_frames]
-            self.frames_read += block.shape[0]
-            yield block
-
-
-def zip_blocks(main, others: list) -> Iterator[np.ndarray]:
-    """Blocks of ``main`` with the channels of each reader in ``others`` appended (same
-    rate required); the others are cut or zero-padded to the length of ``main``."""
-    its = [iter(o) for o in others]
-    pending = [np.zeros((0, o.channels), np.float32) for o in others]
-    done = [False] * len(others)
-    for block in main:
-        n = block.shape[0]
-        parts = [block]
-        for i, it in enumerate(its):
-            buf = pending[i]
-            while buf.shape[0] < n and not done[i]:
-                try:
-                    buf = np.concatenate([buf, next(it)])
-                except StopIteration:
-                    done[i] = True
-            if buf.shape[0] < n:
-                buf = np.concatenate([buf, np.zeros((n - buf.shape[0], others[i].channels), np.float32)])
-            parts.append(buf[:n])
-            pending[i] = buf[n:]
-        yield np.concatenate(parts, axis=1) if len(parts) > 1 else block

@@ -123,7 +123,7 @@ def _prepare(row: dict, cfg: dict) -> dict:
 
     from sepcluster import audio
 
-    from .inputs import open_reader
+    from sepcluster.audiostream import open_reader
 
     row = dict(row)
     row.update(status="ok", mode="stream", sample_rate=0, channels=0, frames=0, downmixed=False,
@@ -196,7 +196,9 @@ class SeparateWorker:
     def process(self, row: dict) -> list:
         import json as _json
 
-        from .chunks import ArrayReader, separate_file, write_stems
+        from sepcluster.audiostream import ArrayReader
+
+        from .chunks import separate_file, write_stems
 
         cfg = self.cfg
         est = self.estimator

@@ -1,4 +1,4 @@
-"""Listing inputs, safe output names, block decoding."""
+"""Listing inputs and safe output names."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 
 from sepcluster import storage
 from sepcluster.errors import AudioError, DataError
-from sepcluster.separate.inputs import (TrackInput, assign_names, list_inputs, open_reader, raw_track_name,
-                                        safe_name)
+from sepcluster.separate.inputs import TrackInput, assign_names, list_inputs, raw_track_name, safe_name
 
 from .conftest import synth, write
 
@@ -100,28 +99,3 @@ def test_manifests_csv_and_parquet(tmp_path):
     (tmp_path / "m" / "bad.csv").write_text("file_name\nx.wav\n")
     with pytest.raises(DataError, match="column named one of"):
         list_inputs(str(tmp_path / "m" / "bad.csv"))
-
-
-def test_block_reader_streams_soundfile_and_ffmpeg(tmp_path, musdb_sample):
-    x = synth(3.0, 22050, channels=2)
-    src = write(tmp_path / "x.flac", x, 22050)
-    with open_reader(src, block_frames=10000) as r:
-        blocks = list(r)
-    assert all(b.shape[0] <= 10000 for b in blocks)
-    import soundfile as sf
-
-    got = np.concatenate(blocks)
-    assert np.array_equal(got, sf.read(src, dtype="float32", always_2d=True)[0])
-    from sepcluster.audio import read_audio
-
-    mp4 = str(next((musdb_sample / "stems").iterdir()))
-    ref, rate = read_audio(mp4, stream=4)
-    with open_reader(mp4, stream=4, block_frames=50000) as r:
-        assert r.sample_rate == rate == 44100 and r.channels == 2
-        streamed = np.concatenate(list(r))
-    assert np.array_equal(streamed, ref)
-    bad = tmp_path / "bad.mp3"
-    bad.write_bytes(b"\x00" * 1000)
-    with pytest.raises(AudioError, match="bad.mp3"):
-        with open_reader(str(bad)) as r:
-            list(r)
