@@ -139,7 +139,7 @@ def worker(args) -> dict:
             np.save(args.save, est[0].numpy().transpose(0, 2, 1))  # (targets, samples, channels)
     else:
         from sepcluster.models import load_bundle
-        from sepcluster.separate.chunks import make_estimator, separate_file, separate_track
+        from sepcluster.separate import make_estimator, separate_file, separate_track
 
         bundle = load_bundle(args.bundle)
         chunk = None if args.chunk == "none" else float(args.chunk)

@@ -81,7 +81,7 @@ def _consumption(cfg, channels: int, batches: int) -> float:
     import torch
 
     from sepcluster.models import ISTFT, STFT, get_loss
-    from sepcluster.train.loop import make_model, make_optimizer, train_epoch
+    from sepcluster.train.epoch import make_model, make_optimizer, train_epoch
 
     seq = int(cfg.seq_dur * cfg.sample_rate)
     gen = torch.Generator().manual_seed(0)
@@ -127,7 +127,8 @@ def bench_pipeline(lib: str, batch_size: int, batches: int) -> dict:
     import torch
 
     from sepcluster.train.config import TrainConfig
-    from sepcluster.train.data import DataSpec, OnTheFlySource
+    from sepcluster.train.data import DataSpec
+    from sepcluster.train.sources import OnTheFlySource
     from sepcluster.generate.recipe import parse_recipe
 
     torch.set_num_threads(1)

@@ -39,7 +39,7 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     known, _ = pre.parse_known_args(argv)
     if not known.config:
         return
-    from .config import load_yaml
+    from .config import ListOption, comma_list, load_yaml
     from .errors import ConfigError
 
     data = load_yaml(known.config)
@@ -50,7 +50,9 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         if dest not in dests or dest in ("help", "config"):
             raise ConfigError(f"{known.config}: {key}", "not an option of this command")
         action = dests[dest]
-        if isinstance(value, list) and action.nargs is None and action.type is None:
+        if isinstance(action, ListOption):
+            value = comma_list(value) or None
+        elif isinstance(value, list) and action.nargs is None and action.type is None:
             value = ",".join(str(v) for v in value)
         defaults[dest] = value
     parser.set_defaults(**defaults)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import yaml
@@ -61,3 +62,18 @@ def reject_unknown(data: dict, allowed: set[str], prefix: str = "") -> None:
     for key in data:
         if key not in allowed:
             raise ConfigError(f"{prefix}{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def comma_list(value: Any) -> list[str]:
+    """A list option's value as a list: ``"a,b"`` -> ``["a", "b"]``; a list (from a YAML config)
+    is split item by item. The command-line edge parses lists; library functions take lists."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+
+
+class ListOption(argparse.Action):
+    """argparse action for list options: ``--targets vocals,drums`` and ``--targets vocals drums``
+    (and a list in a ``--config`` YAML) all give ``["vocals", "drums"]``. Use with ``nargs="+"``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, comma_list(values) or None)

@@ -13,8 +13,11 @@ of the same config skips what is done::
     workdir/scores/, workdir/scores-oracle/   evaluate: per-frame Parquet + museval JSON
     workdir/report/                     report: report.md, report.html, boxplot PNG
 
-Each stage is the same code path as its CLI command (the stage builds that command's
-arguments and calls it), so the pipeline never does anything a user could not do by hand.
+Each stage calls its job's public function (the one its CLI command calls) with the
+section's settings and prints the job's summary, so the pipeline never does anything a user
+could not do by hand. All stages share one Ray session (:func:`sepcluster.raycluster.session`):
+``address:`` (or ``RAY_ADDRESS``) names an existing cluster, otherwise a local Ray is started
+for the run and stopped at its end.
 """
 
 from __future__ import annotations
@@ -23,25 +26,27 @@ import argparse
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import storage
-from .config import load_yaml, reject_unknown
-from .errors import ConfigError, SepclusterError
+from .config import ListOption, load_yaml, reject_unknown
+from .datasets import MUSDB_SOURCES
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("workdir", "address", "stems", "heldout", "generate", "train", "separate", "evaluate", "report")
-TARGETS = ("vocals", "drums", "bass", "other")
+STAGES = ("stems", "generate", "train", "separate", "evaluate", "report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", metavar="URI", help="overrides the config's workdir (local path or s3://)")
     parser.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--stages", default="stems,generate,train,separate,evaluate,report",
-                        help="comma-separated stages to run (default: all, in order)")
+    parser.add_argument("--stages", nargs="+", action=ListOption, default=list(STAGES),
+                        help="stages to run, comma-separated (default: all, in order)")
     parser.epilog = ("The config is a YAML file with sections: " + ", ".join(SECTIONS) +
                      ". See cluster/demo.yaml.")
 
@@ -54,18 +59,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         config["workdir"] = args.workdir
     if args.address:
         config["address"] = args.address
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    return run_pipeline(config, stages=stages, config_dir=os.path.dirname(os.path.abspath(args.config)))
-
-
-def _cli(argv: list[str]) -> int:
-    from .cli import main
-
-    log.info("pipeline: sepcluster %s", " ".join(storage.redact(a) for a in argv))
-    code = main(argv)
-    if code == 2:
-        raise SepclusterError(f"stage `sepcluster {argv[0]}` failed on bad input (see the error above)")
-    return code
+    result = run_pipeline(config, stages=args.stages, config_dir=os.path.dirname(os.path.abspath(args.config)))
+    print(result.format())
+    return result.status
 
 
 def _path(value: str, config_dir: str) -> str:
@@ -93,124 +89,164 @@ def write_heldout(out: str, songs: int, seconds: float, seed: int, sample_rate: 
         if storage.exists(storage.join(folder, "mixture.wav")):
             continue
         stems, _meta = render_song(seed, i, seconds, sample_rate=sample_rate, channels=channels)
-        mixture = sum(stems[t] for t in TARGETS)
+        mixture = sum(stems[t] for t in MUSDB_SOURCES)
         peak = float(np.max(np.abs(mixture)))
         gain = 0.95 / peak if peak > 0.95 else 1.0
-        for target in TARGETS:
+        for target in MUSDB_SOURCES:
             write_audio(storage.join(folder, f"{target}.wav"), stems[target] * gain, sample_rate, bits=24)
         write_audio(storage.join(folder, "mixture.wav"), mixture * gain, sample_rate, bits=24)  # last: marks done
     return names
 
 
-def run_pipeline(config: dict[str, Any], stages: list[str] | None = None, config_dir: str = ".") -> int:
-    """Run the stages of ``config`` in order; returns 0, or 1 if a stage reported failed items."""
+@dataclass
+class PipelineResult:
+    """What :func:`run_pipeline` did: ``status`` (0, or 1 when a stage reported failed items), the
+    seconds per stage, each stage's summary (the job function's return value), the output paths
+    and the Ray cluster the stages ran on (:func:`sepcluster.raycluster.current_cluster`)."""
+
+    status: int = 0
+    timings: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)
+    workdir: str = ""
+    ray: dict = field(default_factory=dict)
+
+    def format(self) -> str:
+        from . import tracking
+
+        lines = ["", "sepcluster pipeline finished" + (" (some items failed, see above)" if self.status else "")]
+        lines += [f"  {stage:<9} {seconds:7.1f} s" for stage, seconds in self.timings.items()]
+        lines.append(f"  outputs:  {storage.redact(self.workdir)}")
+        lines.append(f"  MLflow:   {storage.redact(tracking.tracking_uri())}  (experiments sepcluster-<job>)")
+        if "report" in self.timings:
+            lines.append(f"  report:   {storage.join(self.paths['report'], 'report.md')}")
+        return "\n".join(lines)
+
+
+class _Stages:
+    """The stages of one pipeline run; each method runs one job and prints its summary."""
+
+    def __init__(self, config: dict, config_dir: str, result: PipelineResult):
+        self.config, self.config_dir, self.result = config, config_dir, result
+        self.paths = result.paths
+        self.st = dict(config.get("stems") or {})
+        self.sep = dict(config.get("separate") or {})
+        tr = dict(config.get("train") or {})
+        targets = tr.get("targets") or ["vocals"]
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        self.sample_rate = int(self.st.get("sample_rate", 44100))
+        self.channels = int(self.st.get("channels", 2))
+
+    def _section(self, name: str) -> dict:
+        return dict(self.config.get(name) or {})
+
+    def _path(self, value: str) -> str:
+        return _path(value, self.config_dir)
+
+    def stems(self) -> None:
+        from .stems import synthesize_library
+
+        st, ho = self.st, self._section("heldout")
+        info = synthesize_library(self.paths["stems"], songs=int(st.get("songs", 16)), seconds=float(st.get("seconds", 12)),
+                                  seed=int(st.get("seed", 0)), sample_rate=self.sample_rate, channels=self.channels)
+        print(f"stems: {info['songs']} songs ({', '.join(info['labels'])}) in {storage.redact(self.paths['stems'])}")
+        names = write_heldout(self.paths["heldout"], songs=int(ho.get("songs", 3)),
+                              seconds=float(ho.get("seconds", st.get("seconds", 12))), seed=int(ho.get("seed", 1000)),
+                              sample_rate=self.sample_rate, channels=self.channels)
+        log.info("pipeline: held-out songs %s in %s", names, self.paths["heldout"])
+
+    def generate(self) -> int:
+        from .generate import generate
+
+        gen = self._section("generate")
+        summary = generate(self._path(gen.get("recipe", "cluster/recipes/demo.yaml")), self.paths["stems"],
+                           self.paths["mixtures"], int(gen.get("num_mixtures", 300)),
+                           base_seed=int(gen.get("base_seed", 0)), num_actors=gen.get("num_actors"),
+                           shard_size=gen.get("shard_size"), audio_format=gen.get("audio_format") or "float32")
+        self.result.results["generate"] = summary
+        print(summary.format())
+        return summary.exit_code
+
+    def train(self) -> int:
+        from .train import train
+
+        tr = self._section("train")
+        heldout_test = storage.join(self.paths["heldout"], "test")
+        # the quality bar: SI-SDR improvement over the mixture on songs never trained on
+        heldout = heldout_test if storage.exists(heldout_test) else None
+        result = train(self.paths["mixtures"], self.targets, self._path(tr["config"]) if tr.get("config") else None,
+                       num_workers=int(tr.get("num_workers", 1)), use_gpu=bool(tr.get("gpus")),
+                       out=self.paths["model"], run_name=tr.get("run_name"), storage_path=tr.get("storage_path"),
+                       heldout=heldout)
+        self.result.results["train"] = result
+        print(result.format())
+        return 0
+
+    def separate(self) -> int:
+        from .separate import separate
+
+        common = dict(input=self.paths["heldout"], subsets=["test"], targets=self.targets,
+                      niter=int(self.sep.get("niter", 1)), residual=bool(self.sep.get("residual", True)))
+        status = 0
+        runs = [("separate", dict(model=self.paths["model"], out=self.paths["separated"]))]
+        if self.sep.get("oracle", True):
+            runs.append(("separate-oracle", dict(oracle="irm", out=self.paths["oracle"])))
+        for name, args in runs:
+            summary = separate(**args, **common)
+            self.result.results[name] = summary
+            print(summary.format())
+            status |= summary.exit_code
+        return status
+
+    def evaluate(self) -> int:
+        from .evaluate.pipeline import evaluate, format_summary
+
+        ev = self._section("evaluate")
+        runs = [("evaluate", self.paths["separated"], self.paths["scores"], ev.get("method", "sepcluster-demo"))]
+        if self.sep.get("oracle", True):
+            runs.append(("evaluate-oracle", self.paths["oracle"], self.paths["scores-oracle"], "IRM-oracle"))
+        status = 0
+        for name, estimates, out, method in runs:  # every estimated target (+ accompaniment)
+            summary = evaluate(self.paths["heldout"], estimates, out, engine=ev.get("engine", "torch"),
+                               method=method, subset="test", is_wav=True)
+            self.result.results[name] = summary
+            print(format_summary(summary))
+            status |= 1 if summary["n_failed"] else 0
+        return status
+
+    def report(self) -> int:
+        from .evaluate.report import format_report, write_report
+
+        results = [self.paths["scores"]] + ([self.paths["scores-oracle"]] if self.sep.get("oracle", True) else [])
+        methods = self._section("report").get("methods")
+        if isinstance(methods, str):
+            methods = [m.strip() for m in methods.split(",") if m.strip()]
+        rep = write_report(results, out=self.paths["report"], methods=methods or None)
+        self.result.results["report"] = rep
+        print(format_report(rep))
+        return 0
+
+
+def run_pipeline(config: dict[str, Any], stages: list[str] | None = None, config_dir: str = ".") -> PipelineResult:
+    """Run the stages of ``config`` in order in one Ray session; returns a :class:`PipelineResult`."""
     from . import raycluster
 
     reject_unknown(config, set(SECTIONS))
-    stages = stages or ["stems", "generate", "train", "separate", "evaluate", "report"]
+    stages = list(stages or STAGES)
     for s in stages:
-        if s not in ("stems", "generate", "train", "separate", "evaluate", "report"):
-            raise ConfigError("--stages", f"unknown stage {s!r}")
+        if s not in STAGES:
+            raise ConfigError("--stages", f"unknown stage {s!r} (stages: {', '.join(STAGES)})")
     work = storage.absolute(config.get("workdir") or "demo-out")  # workers run in other folders
-    address = config.get("address")
-    st = dict(config.get("stems") or {})
-    ho = dict(config.get("heldout") or {})
-    gen = dict(config.get("generate") or {})
-    tr = dict(config.get("train") or {})
-    sep = dict(config.get("separate") or {})
-    ev = dict(config.get("evaluate") or {})
     paths = {k: storage.join(work, k) for k in ("stems", "heldout", "mixtures", "model", "separated", "oracle",
                                                  "scores", "scores-oracle", "report")}
-    targets = tr.get("targets") or ["vocals"]
-    if isinstance(targets, str):
-        targets = [t.strip() for t in targets.split(",")]
-    sample_rate = int(st.get("sample_rate", 44100))
-    channels = int(st.get("channels", 2))
-    status = 0
-    timings: dict[str, float] = {}
-
-    raycluster.init(address=address)
-    try:
-        if "stems" in stages:
+    result = PipelineResult(paths=paths, workdir=work)
+    runner = _Stages(config, config_dir, result)
+    with raycluster.session(address=config.get("address")):
+        result.ray = raycluster.current_cluster()
+        for stage in STAGES:
+            if stage not in stages:
+                continue
             t0 = time.time()
-            _cli(["stems", "synth", "--out", paths["stems"], "--songs", str(st.get("songs", 16)),
-                  "--seconds", str(st.get("seconds", 12)), "--seed", str(st.get("seed", 0)),
-                  "--sample-rate", str(sample_rate), "--channels", str(channels)])
-            names = write_heldout(paths["heldout"], songs=int(ho.get("songs", 3)),
-                                  seconds=float(ho.get("seconds", st.get("seconds", 12))),
-                                  seed=int(ho.get("seed", 1000)), sample_rate=sample_rate, channels=channels)
-            log.info("pipeline: held-out songs %s in %s", names, paths["heldout"])
-            timings["stems"] = time.time() - t0
-
-        if "generate" in stages:
-            t0 = time.time()
-            argv = ["generate", "--recipe", _path(gen.get("recipe", "cluster/recipes/demo.yaml"), config_dir),
-                    "--stems", paths["stems"], "--out", paths["mixtures"],
-                    "--num-mixtures", str(gen.get("num_mixtures", 300)), "--base-seed", str(gen.get("base_seed", 0))]
-            for key in ("num_actors", "shard_size", "audio_format"):
-                if gen.get(key) is not None:
-                    argv += ["--" + key.replace("_", "-"), str(gen[key])]
-            status |= _cli(argv)
-            timings["generate"] = time.time() - t0
-
-        if "train" in stages:
-            t0 = time.time()
-            argv = ["train", "--data", paths["mixtures"], "--targets", ",".join(targets), "--out", paths["model"]]
-            heldout_test = storage.join(paths["heldout"], "test")
-            if storage.exists(heldout_test):
-                # the quality bar: SI-SDR improvement over the mixture on songs never trained on
-                argv += ["--heldout", heldout_test]
-            if tr.get("config"):
-                argv += ["--config", _path(tr["config"], config_dir)]
-            for key in ("num_workers", "run_name", "storage_path"):
-                if tr.get(key) is not None:
-                    argv += ["--" + key.replace("_", "-"), str(tr[key])]
-            if tr.get("gpus"):
-                argv.append("--gpus")
-            status |= _cli(argv)
-            timings["train"] = time.time() - t0
-
-        if "separate" in stages:
-            t0 = time.time()
-            common = ["--input", paths["heldout"], "--subset", "test", "--targets", ",".join(targets),
-                      "--niter", str(sep.get("niter", 1))]
-            if sep.get("residual", True):
-                common.append("--residual")
-            status |= _cli(["separate", "--model", paths["model"], "--out", paths["separated"], *common])
-            if sep.get("oracle", True):
-                status |= _cli(["separate", "--oracle", "irm", "--out", paths["oracle"], *common])
-            timings["separate"] = time.time() - t0
-
-        if "evaluate" in stages:
-            t0 = time.time()
-            common = ["--references", paths["heldout"], "--subset", "test", "--is-wav",
-                      "--engine", ev.get("engine", "torch")]  # every estimated target (+ accompaniment)
-            status |= _cli(["evaluate", *common, "--estimates", paths["separated"], "--out", paths["scores"],
-                            "--method", ev.get("method", "sepcluster-demo")])
-            if sep.get("oracle", True):
-                status |= _cli(["evaluate", *common, "--estimates", paths["oracle"], "--out", paths["scores-oracle"],
-                                "--method", "IRM-oracle"])
-            timings["evaluate"] = time.time() - t0
-
-        if "report" in stages:
-            t0 = time.time()
-            results = [paths["scores"]] + ([paths["scores-oracle"]] if sep.get("oracle", True) else [])
-            argv = ["report", "--results", *results, "--out", paths["report"]]
-            methods = (config.get("report") or {}).get("methods")
-            if methods:
-                argv += ["--methods", *(methods if isinstance(methods, list) else str(methods).split(","))]
-            status |= _cli(argv)
-            timings["report"] = time.time() - t0
-    finally:
-        raycluster.shutdown()
-
-    print("\nsepcluster pipeline finished" + (" (some items failed, see above)" if status else ""))
-    for stage, seconds in timings.items():
-        print(f"  {stage:<9} {seconds:7.1f} s")
-    print(f"  outputs:  {storage.redact(work)}")
-    from . import tracking
-
-    print(f"  MLflow:   {storage.redact(tracking.tracking_uri())}  (experiments sepcluster-<job>)")
-    if "report" in stages:
-        print(f"  report:   {storage.join(paths['report'], 'report.md')}")
-    return status
+            result.status |= getattr(runner, stage)() or 0
+            result.timings[stage] = time.time() - t0
+    return result

@@ -110,11 +110,12 @@ def shutdown() -> None:
 
 
 def current_cluster() -> dict:
-    """Where this process's Ray session runs: ``{"gcs_address", "node_id", "cluster_cpus"}``."""
+    """Where this process's Ray session runs: ``{"gcs_address", "job_id", "node_id", "cluster_cpus"}``."""
     import ray
 
     ctx = ray.get_runtime_context()
-    return {"gcs_address": ctx.gcs_address, "node_id": ctx.get_node_id(), "cluster_cpus": cluster_cpus()}
+    return {"gcs_address": ctx.gcs_address, "job_id": ctx.get_job_id(), "node_id": ctx.get_node_id(),
+            "cluster_cpus": cluster_cpus()}
 
 
 def cluster_cpus() -> int:

@@ -1,21 +1,31 @@
-"""MLflow tracking: one run per job, with params scrubbed of secrets.
+"""MLflow tracking: one run per job, with params scrubbed of secrets; the only module that imports mlflow.
 
 Tracking URI: ``MLFLOW_TRACKING_URI`` when set (a team server, ``http://...``), otherwise a
 SQLite store at ``$SEPCLUSTER_HOME/mlflow.db`` (default ``~/.sepcluster``) with artifacts in
 ``$SEPCLUSTER_HOME/mlartifacts``. Each job logs into the experiment ``sepcluster-<job>``.
+
+The driver logs into the active run (:func:`job_run`, :func:`child_run`, :func:`log_metrics`,
+...); a process without an active run (a Ray Train worker) logs into a run by id with
+:class:`RunLogger`. MLflow's environment defaults (:data:`MLFLOW_DEFAULTS`) are applied when
+mlflow is first imported through this module, not when it is imported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
-import tempfile
-from typing import Any, Iterator
+import time
+from typing import Any, Iterator, Optional
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+from . import storage
 
-from . import storage  # noqa: E402
+log = logging.getLogger(__name__)
+
+# MLflow settings sepcluster changes unless the user set them: no telemetry (each process would
+# wait on the network at exit), no background trace-logging thread.
+MLFLOW_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}
 
 _SECRET_WORDS = ("secret", "password", "passwd", "token", "credential", "access_key", "accesskey", "api_key")
 _MAX_PARAM_LEN = 6000
@@ -44,13 +54,20 @@ def _default_artifact_root() -> str | None:
     return None  # a server decides its own artifact root
 
 
-def _mlflow():
-    import logging
-
+def _import_mlflow():
+    """``mlflow``, imported with :data:`MLFLOW_DEFAULTS` in the environment (variables already set win)
+    and its chatty loggers at WARNING."""
+    for key, value in MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    return mlflow
+
+
+def _mlflow():
+    mlflow = _import_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
 
@@ -163,23 +180,25 @@ def child_run(name: str, params: dict | None = None, tags: dict | None = None,
         yield run
 
 
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    """Log numeric metrics to the active run (non-finite and non-numeric values are skipped)."""
-    mlflow = _mlflow()
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The values of ``metrics`` that are finite numbers, as floats (others are left out)."""
     clean = {}
     for k, v in metrics.items():
         try:
             f = float(v)
         except (TypeError, ValueError):
             continue
-        if f == f and abs(f) != float("inf"):
+        if math.isfinite(f):
             clean[k] = f
+    return clean
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numeric metrics to the active run (non-finite and non-numeric values are skipped)."""
+    mlflow = _mlflow()
+    clean = finite_metrics(metrics)
     if clean:
         mlflow.log_metrics(clean, step=step)
-
-
-def log_params(params: dict) -> None:
-    _mlflow().log_params(safe_params(params))
 
 
 def set_tags(tags: dict) -> None:
@@ -204,6 +223,45 @@ def log_text(text: str, name: str) -> None:
     _mlflow().log_text(storage.redact(text), name)
 
 
-def artifact_dir() -> str:
-    """A fresh local temp folder for staging artifacts."""
-    return tempfile.mkdtemp(prefix="sepcluster-artifacts-")
+class RunLogger:
+    """Logs metrics and dicts into one MLflow run by id, without an active run (rank 0 of the Ray Train workers).
+
+    ``run_id`` None (the other ranks) or ``tracking_uri`` None: a logger that logs nothing.
+    The tracking URI is the driver's (:func:`tracking_uri`, passed to the workers). Best
+    effort: non-finite and non-numeric values are skipped, and a failure to connect or to
+    log is a warning that never stops the caller.
+    """
+
+    def __init__(self, run_id: Optional[str], tracking_uri: Optional[str]):
+        self.run_id = run_id
+        self.client = None
+        if run_id and tracking_uri:
+            try:
+                _import_mlflow()
+                from mlflow.tracking import MlflowClient
+
+                self.client = MlflowClient(tracking_uri=tracking_uri)
+            except Exception as exc:  # noqa: BLE001 - logging is best effort on workers
+                log.warning("MLflow logging disabled on the worker: %s", exc)
+
+    def metrics(self, values: dict, step: int) -> None:
+        """Log the finite numeric ``values`` at ``step`` in one batch."""
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        clean = [Metric(k, f, now, int(step)) for k, f in finite_metrics(values).items()]
+        try:
+            self.client.log_batch(self.run_id, metrics=clean)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow: could not log metrics: %s", exc)
+
+    def dict(self, obj: Any, name: str) -> None:
+        """Store a JSON-serialisable ``obj`` as the artifact file ``name``."""
+        if self.client is None:
+            return
+        try:
+            self.client.log_dict(self.run_id, obj, name)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow: could not log %s: %s", name, exc)

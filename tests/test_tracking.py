@@ -35,3 +35,41 @@ def test_failed_job_marks_run_failed(sepcluster_home):
             raise ValueError("boom")
     client = mlflow.tracking.MlflowClient(tracking.tracking_uri())
     assert client.get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_run_logger_logs_into_a_run_by_id_without_an_active_run(sepcluster_home):
+    with tracking.job_run("unittest") as run:
+        pass
+    logger = tracking.RunLogger(run.info.run_id, tracking.tracking_uri())
+    logger.metrics({"loss": 0.5, "nan": float("nan"), "inf": float("inf"), "name": "x"}, step=3)
+    logger.metrics({"loss": 0.25}, step=4)
+    logger.dict({"ranks": [0, 1]}, "seed_stream/attempt1.json")
+    client = mlflow.tracking.MlflowClient(tracking.tracking_uri())
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(3, 0.5), (4, 0.25)]
+    assert set(client.get_run(run.info.run_id).data.metrics) == {"loss"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "seed_stream")] == ["seed_stream/attempt1.json"]
+
+
+def test_run_logger_is_best_effort(sepcluster_home, caplog):
+    silent = tracking.RunLogger(None, tracking.tracking_uri())  # ranks other than 0
+    assert silent.client is None
+    silent.metrics({"loss": 1.0}, step=1)
+    missing = tracking.RunLogger("0123456789abcdef0123456789abcdef", tracking.tracking_uri())
+    missing.metrics({"loss": 1.0}, step=1)  # no such run: a warning, no exception
+    missing.dict({"a": 1}, "a.json")
+    assert "could not log" in caplog.text
+
+
+def test_mlflow_defaults_are_set_when_mlflow_is_first_used_not_at_import(sepcluster_home):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import os; from sepcluster import tracking; print(os.environ.get('MLFLOW_DISABLE_TELEMETRY')); "
+            "tracking.experiment_id('unittest'); print(os.environ.get('MLFLOW_DISABLE_TELEMETRY'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") or k == "MLFLOW_TRACKING_URI"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out == ["None", "true"]

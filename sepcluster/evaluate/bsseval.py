@@ -348,78 +348,117 @@ def bss_eval(references, estimates, window: float = 44100, hop: float = 44100, f
     nan = torch.full((nsrc, nwin), math.nan, dtype=torch.float64)
     if nsampl == 0 or nsrc == 0:
         return BSSEvalResult(nan.numpy(), nan.numpy(), nan.numpy(), nan.numpy(), starts)
-    m = nsrc * nchan
-    flen = int(stops[0] - starts[0])
-    # all channels as rows: [references (source, channel) | estimates (source, channel)]
-    x = torch.empty((2 * m, nsampl), dtype=torch.float64, device=dev)
-    x[:m].view(nsrc, nchan, nsampl).copy_(refs.permute(0, 2, 1))
-    x[m:].view(nsrc, nchan, nsampl).copy_(ests.permute(0, 2, 1))
+    frames = _Frames(refs, ests, starts, stops, L, frames_per_chunk)
     del refs, ests
-    by_source = x.view(2 * nsrc, nchan, nsampl).sum(dim=1)[:, :, None]  # (2 nsrc, samples, 1) channel sums
-    silent = silent_frames(by_source, starts, stops).cpu()
-    del by_source
+    silent = frames.silent()
     if bool(silent.all()):
         return BSSEvalResult(nan.numpy(), nan.numpy(), nan.numpy(), nan.numpy(), starts)
-    contiguous = bool(np.all(starts == np.arange(nwin) * flen)) and flen >= L - 1
-    nfft = _next_fast_len(flen + L - 1)
-    nfreq = nfft // 2 + 1
-    if frames_per_chunk is None:
-        frames_per_chunk = max(1, int((192 << 20) // (nfreq * m * 8 * 14)))
+    cache: dict[int, torch.Tensor] = {}
+    G, D = frames.gram_and_rhs(cache, cache_bytes)
+    C, Cj = _filters(G, D, nsrc, nchan, L)
+    del G, D
+    filt = _frame_filters(C, Cj, frames.nfft)  # (F, 2m, 4m) real block form
+    out = torch.empty((4, nsrc, nwin), dtype=torch.float64)
+    for f0 in range(0, nwin, frames.per_chunk):
+        f1 = min(nwin, f0 + frames.per_chunk)
+        Y = cache.pop(f0) if f0 in cache else frames.by_frequency(frames.spectra(f0, f1))  # (F, T, 2m)
+        out[:, :, f0:f1] = frames.metrics(f0, f1, Y, filt)
+        del Y
+    out[:, :, silent] = math.nan
+    res = out.numpy()
+    return BSSEvalResult(res[0], res[1], res[2], res[3], starts)
 
-    def frame_spectra(f0: int, f1: int) -> torch.Tensor:  # (2m, T, F) complex, frames f0..f1-1
-        if contiguous:
-            seg = x[:, f0 * flen:f1 * flen].view(2 * m, f1 - f0, flen)
-        else:
-            idx = torch.as_tensor(starts[f0:f1], device=dev)[:, None] + torch.arange(flen, device=dev)[None, :]
-            seg = x[:, idx]
-        return torch.fft.rfft(seg, n=nfft, dim=-1)
 
+class _Frames:
+    """The signals of one :func:`bss_eval` call as rows, framed, with their frame spectra.
+
+    ``x``: ``(2m, samples)`` float64, the references' then the estimates' channels
+    (``m = nsrc * nchan`` rows each); frames of ``flen`` samples transformed with ``nfft``-point
+    real FFTs, ``per_chunk`` frames at a time.
+    """
+
+    def __init__(self, refs: torch.Tensor, ests: torch.Tensor, starts: np.ndarray, stops: np.ndarray, L: int,
+                 frames_per_chunk: int | None):
+        nsrc, nsampl, nchan = refs.shape
+        self.nsrc, self.nsampl, self.nchan, self.L = nsrc, nsampl, nchan, L
+        self.dev = refs.device
+        self.m = m = nsrc * nchan
+        self.starts, self.stops, self.nwin = starts, stops, len(starts)
+        self.flen = int(stops[0] - starts[0])
+        # all channels as rows: [references (source, channel) | estimates (source, channel)]
+        self.x = torch.empty((2 * m, nsampl), dtype=torch.float64, device=self.dev)
+        self.x[:m].view(nsrc, nchan, nsampl).copy_(refs.permute(0, 2, 1))
+        self.x[m:].view(nsrc, nchan, nsampl).copy_(ests.permute(0, 2, 1))
+        self.contiguous = bool(np.all(starts == np.arange(self.nwin) * self.flen)) and self.flen >= L - 1
+        self.nfft = _next_fast_len(self.flen + L - 1)
+        self.nfreq = self.nfft // 2 + 1
+        self.per_chunk = frames_per_chunk or max(1, int((192 << 20) // (self.nfreq * m * 8 * 14)))
+
+    def silent(self) -> torch.Tensor:
+        """``(nsrc, nwin)`` bool on the CPU: frames where a reference or estimate is silent."""
+        by_source = self.x.view(2 * self.nsrc, self.nchan, self.nsampl).sum(dim=1)[:, :, None]
+        return silent_frames(by_source, self.starts, self.stops).cpu()
+
+    def segments(self, f0: int, f1: int) -> torch.Tensor:
+        """``(2m, T, flen)``: frames ``f0 .. f1-1`` of every row."""
+        if self.contiguous:
+            return self.x[:, f0 * self.flen:f1 * self.flen].view(2 * self.m, f1 - f0, self.flen)
+        idx = torch.as_tensor(self.starts[f0:f1], device=self.dev)[:, None] + \
+            torch.arange(self.flen, device=self.dev)[None, :]
+        return self.x[:, idx]
+
+    def spectra(self, f0: int, f1: int) -> torch.Tensor:
+        """``(2m, T, F)`` complex spectra of frames ``f0 .. f1-1``."""
+        return torch.fft.rfft(self.segments(f0, f1), n=self.nfft, dim=-1)
+
+    @staticmethod
     def by_frequency(X: torch.Tensor) -> torch.Tensor:
         """(2m, T, F) -> (F, T, 2m) contiguous complex: the layout of every product below."""
         return X.permute(2, 1, 0).contiguous()
 
-    cache: dict[int, torch.Tensor] = {}
-    if contiguous:
+    def gram_and_rhs(self, cache: dict, cache_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """museval's ``G`` and ``D`` (whole-signal correlations); frame spectra kept in ``cache``
+        (first frame of each chunk -> ``(F, T, 2m)``) when they fit ``cache_bytes``."""
+        m, L, nfft = self.m, self.L, self.nfft
+        if not self.contiguous:
+            return _assemble(_block_xcorr(self.x[:m], self.x, L - 1), m, L)
         # correlations for G and D from the frames' own spectra (pass 1), plus the terms that
         # cross frame boundaries and the tail after the last frame
-        use_cache = nwin * 2 * m * nfreq * 16 <= cache_bytes
-        acc = torch.zeros((nfreq, m, 2 * m), dtype=torch.complex128, device=dev)
-        for f0 in range(0, nwin, frames_per_chunk):
-            f1 = min(nwin, f0 + frames_per_chunk)
-            Y = by_frequency(frame_spectra(f0, f1))  # (F, T, 2m)
+        use_cache = self.nwin * 2 * m * self.nfreq * 16 <= cache_bytes
+        acc = torch.zeros((self.nfreq, m, 2 * m), dtype=torch.complex128, device=self.dev)
+        for f0 in range(0, self.nwin, self.per_chunk):
+            f1 = min(self.nwin, f0 + self.per_chunk)
+            Y = self.by_frequency(self.spectra(f0, f1))  # (F, T, 2m)
             acc += torch.matmul(Y[:, :, :m].mH, Y)  # summed cross-spectra (F, m, 2m)
             if use_cache:
                 cache[f0] = Y
             del Y
-        tail = nwin * flen
-        if tail < nsampl:
-            X = torch.fft.rfft(x[:, tail:], n=nfft, dim=-1)  # shorter than a frame: fits nfft
+        tail = self.nwin * self.flen
+        if tail < self.nsampl:
+            X = torch.fft.rfft(self.x[:, tail:], n=nfft, dim=-1)  # shorter than a frame: fits nfft
             acc += X[:m].conj().T[:, :, None] * X.T[:, None, :]
         c = torch.fft.irfft(acc, n=nfft, dim=0)
-        lags = torch.arange(-(L - 1), L, device=dev) % nfft
+        lags = torch.arange(-(L - 1), L, device=self.dev) % nfft
         r = c[lags].permute(1, 2, 0)
-        bounds = [t * flen for t in range(1, nwin)] + ([tail] if tail < nsampl else [])
+        bounds = [t * self.flen for t in range(1, self.nwin)] + ([tail] if tail < self.nsampl else [])
         if bounds:
-            r = r + _boundary_xcorr(x, m, bounds, L)
-        G, D = _assemble(r.contiguous(), m, L)
-    else:
-        G, D = _assemble(_block_xcorr(x[:m], x, L - 1), m, L)
-    C, Cj = _filters(G, D, nsrc, nchan, L)
-    del G, D
+            r = r + _boundary_xcorr(self.x, m, bounds, L)
+        return _assemble(r.contiguous(), m, L)
 
-    filt = _frame_filters(C, Cj, nfft)  # (F, 2m, 4m) real block form
+    def _dot(self, a: torch.Tensor, b: torch.Tensor, T: int) -> torch.Tensor:
+        """(F, T, m, 2) x (F, T, m, 2) -> (nsrc, T): time-domain inner products per frame (Parseval
+        for a one-sided spectrum: weight 2 but for DC and Nyquist, over nfft)."""
+        prod = a * b
+        r_ = prod.sum(dim=0).mul_(2.0).sub_(prod[0])
+        if self.nfft % 2 == 0:
+            r_.sub_(prod[-1])
+        return r_.view(T, self.nsrc, self.nchan * 2).sum(dim=2).T.div_(self.nfft)
 
-    out = torch.empty((4, nsrc, nwin), dtype=torch.float64)
-    for f0 in range(0, nwin, frames_per_chunk):
-        f1 = min(nwin, f0 + frames_per_chunk)
-        T = f1 - f0
-        Y = cache.pop(f0) if f0 in cache else by_frequency(frame_spectra(f0, f1))  # (F, T, 2m)
+    def metrics(self, f0: int, f1: int, Y: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
+        """``(4, nsrc, T)`` SDR, ISR, SIR, SAR (dB, CPU) of frames ``f0 .. f1-1`` from their spectra ``Y``."""
+        nsrc, nchan, m, T = self.nsrc, self.nchan, self.m, f1 - f0
         # time domain: |s|^2, |e|^2 and |e - s|^2 (exactly 0 when the estimate is the reference)
-        if contiguous:
-            seg = x[:, f0 * flen:f1 * flen].view(2, m, T, flen)
-        else:
-            idx = torch.as_tensor(starts[f0:f1], device=dev)[:, None] + torch.arange(flen, device=dev)[None, :]
-            seg = x[:, idx].view(2, m, T, flen)
+        seg = self.segments(f0, f1).view(2, m, T, self.flen)
         e_s = seg[0].square().sum(dim=2).view(nsrc, nchan, T).sum(dim=1)  # (nsrc, T)
         e_e = seg[1].square().sum(dim=2).view(nsrc, nchan, T).sum(dim=1)
         e_d = (seg[1] - seg[0]).square_().sum(dim=2).view(nsrc, nchan, T).sum(dim=1)
@@ -427,34 +466,20 @@ def bss_eval(references, estimates, window: float = 44100, hop: float = 44100, f
         Yr = torch.view_as_real(Y)  # (F, T, 2m, 2)
         S = Yr[:, :, :m]  # (F, T, m, [re, im]) reference spectra
         E = Yr[:, :, m:]  # estimate spectra
-        P = torch.matmul(S.reshape(nfreq, T, 2 * m), filt).view(nfreq, T, 2, m, 2)  # [P_all | P_j]
+        P = torch.matmul(S.reshape(self.nfreq, T, 2 * m), filt).view(self.nfreq, T, 2, m, 2)  # [P_all | P_j]
         P_all = P[:, :, 0]
         P_j = P[:, :, 1]
-
-        def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (F, T, m, 2) -> (nsrc, T)
-            # Parseval for a one-sided spectrum: weight 2 but for DC (and Nyquist), over nfft
-            prod = a * b
-            r_ = prod.sum(dim=0).mul_(2.0).sub_(prod[0])
-            if nfft % 2 == 0:
-                r_.sub_(prod[-1])
-            return r_.view(T, nsrc, nchan * 2).sum(dim=2).T.div_(nfft)
-
-        e_pall = dot(P_all, P_all)
-        e_pj = dot(P_j, P_j)
-        pa_pj = dot(P_all, P_j)
-        pa_e = dot(P_all, E)
-        pj_s = dot(P_j, S)
-        del Y, Yr, P
+        e_pall = self._dot(P_all, P_all, T)
+        e_pj = self._dot(P_j, P_j, T)
+        pa_pj = self._dot(P_all, P_j, T)
+        pa_e = self._dot(P_all, E, T)
+        pj_s = self._dot(P_j, S, T)
+        del Yr, P
         isr_den = (e_pj - 2.0 * pj_s + e_s).clamp_min_(0.0)
         sir_den = (e_pall - 2.0 * pa_pj + e_pj).clamp_min_(0.0)
         sar_den = (e_e - 2.0 * pa_e + e_pall).clamp_min_(0.0)
-        out[0, :, f0:f1] = _safe_db(e_s, e_d).cpu()
-        out[1, :, f0:f1] = _safe_db(e_s, isr_den).cpu()
-        out[2, :, f0:f1] = _safe_db(e_pj, sir_den).cpu()
-        out[3, :, f0:f1] = _safe_db(e_pall, sar_den).cpu()
-    out[:, :, silent] = math.nan
-    res = out.numpy()
-    return BSSEvalResult(res[0], res[1], res[2], res[3], starts)
+        return torch.stack([_safe_db(e_s, e_d).cpu(), _safe_db(e_s, isr_den).cpu(), _safe_db(e_pj, sir_den).cpu(),
+                            _safe_db(e_pall, sar_den).cpu()])
 
 
 def museval_reference_correlations(references, filters_len: int = 512) -> torch.Tensor:

@@ -30,7 +30,6 @@ Edge cases are handled with a :class:`EvaluationWarning`, never an exception:
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Mapping
 
@@ -151,6 +150,32 @@ def evaluate_track(references: Mapping[str, np.ndarray], estimates: Mapping[str,
     """
     if engine not in ENGINES:
         raise DataError(f"engine '{engine}': unknown (choose from {', '.join(ENGINES)})")
+    refs, ests, wanted, nsampl = align_track(references, estimates, sample_rate, targets, track)
+    win = int(window * sample_rate)
+    hp = int(hop * sample_rate)
+    if win <= 0 or hp <= 0:
+        raise DataError(f"window {window} s / hop {hop} s: must be at least one sample at {sample_rate} Hz")
+    if nsampl < win:
+        _warn(f"track '{track}': {nsampl / sample_rate:.3f} s is shorter than one {window} s window; "
+              "scored as one frame of the whole track")
+    rows = {}
+    for group, keep in groups_for(wanted):
+        rows.update(_score_group(group, keep, refs, ests, nsampl, win, hp, engine, device, track))
+    duration = min(win, nsampl) / float(sample_rate) if nsampl < win else float(window)
+    frames = [_frame_rows(t, rows[t], hop, duration) for t in wanted]
+    return pd.concat(frames, ignore_index=True)[FRAME_COLUMNS]
+
+
+def align_track(references: Mapping[str, np.ndarray], estimates: Mapping[str, np.ndarray], sample_rate: int,
+                targets=None, track: str = "track") -> tuple[dict, dict, list, int]:
+    """Check and align one track's signals the way museval does; ``(refs, ests, targets, samples)``.
+
+    The targets to score (``targets``, default every estimate; accompaniment / linear_mixture
+    references are summed when missing), each reference and estimate ``(samples, channels)``
+    with mono broadcast to the others' channel count, references padded to the longest and
+    estimates padded or trimmed to it (each adjustment an :class:`EvaluationWarning`).
+    Raises DataError / AudioError naming the track for what cannot be scored.
+    """
     if not sample_rate or sample_rate <= 0:
         raise DataError(f"track '{track}': invalid sample rate {sample_rate!r}")
     if not references:
@@ -171,8 +196,12 @@ def evaluate_track(references: Mapping[str, np.ndarray], estimates: Mapping[str,
     if not wanted:
         raise DataError(f"track '{track}': no target has both a reference and an estimate "
                         f"(references: {sorted(refs)}, estimates: {sorted(ests)})")
+    _broadcast_channels(refs, ests, wanted, track)
+    return refs, ests, wanted, _align_lengths(refs, ests, wanted, track)
 
-    # channels: broadcast mono, reject other mismatches
+
+def _broadcast_channels(refs: dict, ests: dict, wanted: list, track: str) -> None:
+    """Broadcast mono signals to the others' channel count (in place); reject other mismatches."""
     counts = {(kind, t): store[t].shape[1] for kind, store in (("reference", refs), ("estimate", ests))
               for t in wanted}
     multi = sorted({c for c in counts.values() if c > 1})
@@ -186,7 +215,9 @@ def evaluate_track(references: Mapping[str, np.ndarray], estimates: Mapping[str,
                 _warn(f"track '{track}': mono {kind} '{t}' repeated on {nchan} channels")
                 store[t] = np.repeat(store[t], nchan, axis=1)
 
-    # lengths: references to the longest, estimates padded/trimmed to the references
+
+def _align_lengths(refs: dict, ests: dict, wanted: list, track: str) -> int:
+    """References padded to the longest, estimates padded/trimmed to them (in place); the length."""
     nsampl = max(refs[t].shape[0] for t in wanted)
     if nsampl == 0:
         raise DataError(f"track '{track}': references are empty")
@@ -203,64 +234,47 @@ def evaluate_track(references: Mapping[str, np.ndarray], estimates: Mapping[str,
             _warn(f"track '{track}': estimate '{t}' is {nsampl - n} samples shorter than the reference; "
                   "padded with zeros")
             ests[t] = np.pad(ests[t], ((0, nsampl - n), (0, 0)))
+    return nsampl
 
-    win = int(window * sample_rate)
-    hp = int(hop * sample_rate)
-    if win <= 0 or hp <= 0:
-        raise DataError(f"window {window} s / hop {hop} s: must be at least one sample at {sample_rate} Hz")
-    if nsampl < win:
-        _warn(f"track '{track}': {nsampl / sample_rate:.3f} s is shorter than one {window} s window; "
-              "scored as one frame of the whole track")
 
-    rows: dict[str, dict[str, np.ndarray]] = {}
-    for group, keep in groups_for(wanted):
-        if len(group) < 2:
-            _warn(f"track '{track}': only one target ({group[0]}) in its group; scored alone, SIR is NaN")
-        silent = [t for t in group if _silent(refs[t]) or _silent(ests[t])]
-        dtype = np.result_type(*[refs[t].dtype for t in group], *[ests[t].dtype for t in group])
-        r = np.stack([refs[t].astype(dtype, copy=False) for t in group])
-        e = np.stack([ests[t].astype(dtype, copy=False) for t in group])
-        if silent:
-            _warn(f"track '{track}': silent reference or estimate for {', '.join(silent)}; "
-                  f"every frame of {', '.join(group)} is NaN")
-            from .bsseval import framing
+def _score_group(group: list, keep: list, refs: dict, ests: dict, nsampl: int, win: int, hp: int, engine: str,
+                 device, track: str) -> dict:
+    """BSS Eval of one group of jointly scored targets: ``{target: {metric: (frames,)}}`` for ``keep``."""
+    if len(group) < 2:
+        _warn(f"track '{track}': only one target ({group[0]}) in its group; scored alone, SIR is NaN")
+    silent = [t for t in group if _silent(refs[t]) or _silent(ests[t])]
+    dtype = np.result_type(*[refs[t].dtype for t in group], *[ests[t].dtype for t in group])
+    r = np.stack([refs[t].astype(dtype, copy=False) for t in group])
+    e = np.stack([ests[t].astype(dtype, copy=False) for t in group])
+    if silent:
+        _warn(f"track '{track}': silent reference or estimate for {', '.join(silent)}; "
+              f"every frame of {', '.join(group)} is NaN")
+        from .bsseval import framing
 
-            nfr = len(framing(nsampl, win, hp)[0])
-            res = tuple(np.full((len(group), nfr), np.nan) for _ in range(4))
-        else:
-            res = _run_engine(engine, r, e, win, hp, device)
-        sdr, isr, sir, sar = (np.asarray(x, dtype=np.float64) for x in res)
-        nanframes = np.isnan(sdr).all(axis=0)
-        if nanframes.any() and not silent:
-            _warn(f"track '{track}': {int(nanframes.sum())} of {nanframes.size} frames have a silent "
-                  f"reference or estimate among {', '.join(group)}; they are NaN")
-        for t in keep:
-            i = group.index(t)
-            rows[t] = {"SDR": sdr[i], "SIR": sir[i], "SAR": sar[i], "ISR": isr[i]}
+        nfr = len(framing(nsampl, win, hp)[0])
+        res = tuple(np.full((len(group), nfr), np.nan) for _ in range(4))
+    else:
+        res = _run_engine(engine, r, e, win, hp, device)
+    sdr, isr, sir, sar = (np.asarray(x, dtype=np.float64) for x in res)
+    nanframes = np.isnan(sdr).all(axis=0)
+    if nanframes.any() and not silent:
+        _warn(f"track '{track}': {int(nanframes.sum())} of {nanframes.size} frames have a silent "
+              f"reference or estimate among {', '.join(group)}; they are NaN")
+    return {t: {"SDR": sdr[group.index(t)], "SIR": sir[group.index(t)], "SAR": sar[group.index(t)],
+                "ISR": isr[group.index(t)]} for t in keep}
 
-    frames = []
-    duration = min(win, nsampl) / float(sample_rate) if nsampl < win else float(window)
-    for t in wanted:
-        vals = rows[t]
-        nfr = len(vals["SDR"])
-        df = pd.DataFrame({
-            "target": t,
-            "frame": np.arange(nfr, dtype=np.int64),
-            "time": np.arange(nfr, dtype=np.float64) * float(hop),
-            "duration": duration,
-            **{m: np.where(np.isinf(vals[m]), np.nan, vals[m]) for m in METRICS},
-        })
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)[FRAME_COLUMNS]
+
+def _frame_rows(target: str, vals: dict, hop: float, duration: float) -> pd.DataFrame:
+    nfr = len(vals["SDR"])
+    return pd.DataFrame({
+        "target": target,
+        "frame": np.arange(nfr, dtype=np.int64),
+        "time": np.arange(nfr, dtype=np.float64) * float(hop),
+        "duration": duration,
+        **{m: np.where(np.isinf(vals[m]), np.nan, vals[m]) for m in METRICS},
+    })
 
 
 def _silent(audio: np.ndarray) -> bool:
     """museval's whole-signal silence test: channel sum exactly 0 at every sample."""
     return bool(np.all(audio.sum(axis=1) == 0))
-
-
-def timed_evaluate_track(*args, **kwargs) -> tuple[pd.DataFrame, float]:
-    """:func:`evaluate_track` and the seconds it took."""
-    t0 = time.perf_counter()
-    df = evaluate_track(*args, **kwargs)
-    return df, time.perf_counter() - t0

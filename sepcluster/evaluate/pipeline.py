@@ -1,25 +1,8 @@
 """The evaluate job: BSS Eval v4 over a catalog of tracks with Ray Data.
 
-References (``references``), one of:
-
-- a MUSDB18 root (``<root>/<subset>/<track>.stem.mp4``, or with ``is_wav`` the MUSDB18-HQ
-  layout ``<root>/<subset>/<track>/<source>.wav``); decoded as musdb decodes them (WAV with
-  soundfile, ``.stem.mp4`` with stempeg as 16-bit PCM); ``accompaniment`` (drums + bass +
-  other) and ``linear_mixture`` references are summed by the engine when estimated;
-- a stem-folder tree ``<root>/<track>/<target>.<wav|flac|...>`` (a ``mixture`` file is ignored);
-- a generate dataset (a folder with ``_dataset.json``; its stems are the references, the
-  track of seed ``s`` is named :func:`generate_track_name` ``(s)``), read with
-  ``sepcluster.generate.dataset``;
-- an iterable of ``(track_name, {target: (samples, channels)}, sample_rate)`` (the Python
-  hook for in-memory references).
-
-Estimates (``estimates``), one of:
-
-- a folder in the musdb estimates layout ``<est>/<track>/<target>.wav`` (also
-  ``<est>/<subset>/<track>/...``, as museval's ``eval_mus_dir``);
-- a separate-job catalog: a Parquet file (or folder of them) with columns ``track, target,
-  output_uri, status``; rows whose status is not one of :data:`OK_STATUSES` are skipped
-  (counted); relative ``output_uri`` are relative to the catalog's folder.
+The references and estimates of each track are listed and read by
+:mod:`sepcluster.evaluate.references` (MUSDB roots, stem-folder trees, generate datasets,
+estimates folders and separate catalogs).
 
 Or no estimates and ``separate_with`` = a separator bundle (``sepcluster separate --model``):
 each track's mixture (the MUSDB mixture stream, a ``mixture.*`` file beside the stems, the
@@ -49,7 +32,6 @@ import pickle
 import time
 import unicodedata
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,14 +42,10 @@ from .. import storage
 from ..errors import ConfigError, DataError, SepclusterError
 from . import aggregate
 from .engines import ENGINES, METRICS, evaluate_track, ordered_targets
+from .references import RefSpec, list_estimates, list_references, read_mixture, read_references
 
 log = logging.getLogger(__name__)
 
-OK_STATUSES = ("ok", "done", "success", "succeeded", "completed", "written")
-MUSDB_SOURCES = ("vocals", "drums", "bass", "other")
-DERIVED_REFERENCES = ("accompaniment", "linear_mixture", "mixture")  # sums of the others, not stems
-STEM_MP4_STREAMS = {"drums": 1, "bass": 2, "other": 3, "vocals": 4}  # 0 = mixture
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".mp3", ".m4a")
 FRAME_SCHEMA = pa.schema([
     ("method", pa.string()), ("track", pa.string()), ("target", pa.string()), ("frame", pa.int64()),
     ("time", pa.float64()), ("duration", pa.float64()), ("SDR", pa.float64()), ("SIR", pa.float64()),
@@ -75,181 +53,8 @@ FRAME_SCHEMA = pa.schema([
 ])
 
 
-def generate_track_name(seed: int) -> str:
-    """Track name of the mixture with ``seed`` in a generate dataset."""
-    return f"seed-{int(seed):010d}"
-
-
 def _key(name: str) -> str:
     return unicodedata.normalize("NFC", str(name)).casefold().strip()
-
-
-# ----------------------------------------------------------------------------- references
-
-@dataclass
-class RefSpec:
-    """Where one track's references are (picklable, small)."""
-
-    kind: str  # musdb-wav | musdb-stem | folder | generate | inline
-    location: str = ""
-    files: dict[str, str] = field(default_factory=dict)
-    seed: int = -1
-    payload: bytes = b""  # inline: pickled (references, sample_rate)
-    mixture: str = ""  # folder / musdb-wav: the mixture file beside the stems, when there is one
-
-
-def _is_musdb_root(root: str, subset: str | None) -> bool:
-    if subset:
-        return True
-    return any(storage.isdir(storage.join(root, s)) for s in ("test", "train"))
-
-
-def _list_musdb(root: str, subset: str | None, is_wav: bool | None) -> tuple[dict[str, RefSpec], str]:
-    if subset is None:
-        subset = "test" if storage.isdir(storage.join(root, "test")) else "train"
-    folder = storage.join(root, subset)
-    if not storage.isdir(folder):
-        raise DataError(f"{storage.redact(folder)}: no subset folder '{subset}' in the MUSDB root")
-    out: dict[str, RefSpec] = {}
-    stems = [f for f in storage.list_files(folder, suffixes=(".stem.mp4",), recursive=False)]
-    if is_wav is None:
-        is_wav = not stems
-    if is_wav:
-        for d in storage.list_dirs(folder):
-            files = {s: storage.join(d, f"{s}.wav") for s in MUSDB_SOURCES}
-            present = {s: u for s, u in files.items() if storage.exists(u)}
-            if present:
-                mixture = storage.join(d, "mixture.wav")
-                out[storage.basename(d)] = RefSpec("musdb-wav", d, present,
-                                                   mixture=mixture if storage.exists(mixture) else "")
-    else:
-        for f in stems:
-            out[storage.basename(f)[: -len(".stem.mp4")]] = RefSpec("musdb-stem", f)
-    if not out:
-        raise DataError(f"{storage.redact(folder)}: no MUSDB tracks ({'WAV folders' if is_wav else '.stem.mp4 files'}"
-                        f"; pass --is-wav for MUSDB18-HQ)")
-    return out, subset
-
-
-def _list_stem_folders(root: str) -> dict[str, RefSpec]:
-    out: dict[str, RefSpec] = {}
-    for d in storage.list_dirs(root):
-        files = {}
-        mixture = ""
-        for f in storage.list_files(d, suffixes=AUDIO_SUFFIXES, recursive=False):
-            name = storage.basename(f)
-            target = name.split(".")[0]
-            if target.lower() == "mixture":
-                mixture = f
-                continue
-            files[target] = f
-        if files:
-            out[storage.basename(d)] = RefSpec("folder", d, files, mixture=mixture)
-    if not out:
-        raise DataError(f"{storage.redact(root)}: no track folders with audio stems (<track>/<target>.wav)")
-    return out
-
-
-def _generate_module():
-    try:
-        from ..generate import dataset as gen_dataset  # public module of the generate job
-    except ImportError as exc:  # pragma: no cover - depends on the generate package
-        raise DataError(f"generate dataset references need sepcluster.generate.dataset ({exc})") from exc
-    return gen_dataset
-
-
-def _list_generate(root: str) -> dict[str, RefSpec]:
-    gen = _generate_module()
-    seeds = gen.read_seeds(root)
-    if not seeds:
-        raise DataError(f"{storage.redact(root)}: the generate dataset has no committed mixtures")
-    return {generate_track_name(s): RefSpec("generate", root, seed=int(s)) for s in seeds}
-
-
-def list_references(references, subset: str | None = None, is_wav: bool | None = None
-                    ) -> tuple[dict[str, RefSpec], str]:
-    """Tracks of a references source: ``({track: RefSpec}, subset)`` (see the module docstring)."""
-    if not isinstance(references, (str, os.PathLike)):
-        out = {}
-        for item in references:
-            try:
-                name, refs, sr = item
-            except (TypeError, ValueError) as exc:
-                raise DataError("references iterable: items must be (track_name, {target: audio}, sample_rate)") from exc
-            refs = {k: np.asarray(v, dtype=np.float32) for k, v in dict(refs).items()}
-            out[str(name)] = RefSpec("inline", payload=pickle.dumps((refs, int(sr)), protocol=5))
-        if not out:
-            raise DataError("references iterable: it yielded no tracks")
-        return out, subset or "test"
-    root = str(references)
-    if not storage.exists(root):
-        raise DataError(f"{storage.redact(root)}: references not found")
-    if storage.exists(storage.join(root, "_dataset.json")):
-        return _list_generate(root), subset or "test"
-    if _is_musdb_root(root, subset):
-        return _list_musdb(root, subset, is_wav)
-    return _list_stem_folders(root), subset or "test"
-
-
-def read_references(spec: RefSpec) -> tuple[dict[str, np.ndarray], int]:
-    """Decode one track's references: ``({target: float (samples, channels)}, sample_rate)``."""
-    from .. import audio
-
-    if spec.kind == "inline":
-        return pickle.loads(spec.payload)
-    if spec.kind == "generate":
-        mix = _generate_module().load_mixture(spec.location, spec.seed)
-        return dict(mix.stems), int(mix.sample_rate)
-    if spec.kind == "musdb-stem":
-        import stempeg
-
-        out = {}
-        rate = None
-        with storage.local_copy(spec.location) as path:
-            for name, stream in STEM_MP4_STREAMS.items():
-                try:
-                    a, rate = stempeg.read_stems(path, stem_id=stream, ffmpeg_format="s16le")
-                except Exception as exc:  # stempeg raises assorted errors
-                    raise DataError(f"{storage.redact(spec.location)}: cannot decode stem stream {stream} "
-                                    f"({name}): {exc}") from exc
-                out[name] = np.asarray(a, dtype=np.float32)  # 16-bit PCM: exact in float32
-        return out, int(rate)
-    out = {}
-    rate = None
-    for target, uri in spec.files.items():
-        a, sr = audio.read_audio(uri, sample_rate=rate)
-        rate = rate or sr
-        out[target] = a
-    return out, int(rate)
-
-
-def read_mixture(spec: RefSpec, refs: dict[str, np.ndarray], sample_rate: int) -> np.ndarray:
-    """One track's mixture ``float32 (samples, channels)`` at ``sample_rate``, for ``separate_with``.
-
-    The MUSDB mixture stream, the ``mixture`` file beside the stems, or the generate dataset's
-    mixture; otherwise (no mixture stored) the sum of the reference stems.
-    """
-    from .. import audio
-
-    if spec.kind == "generate":
-        return np.asarray(_generate_module().load_mixture(spec.location, spec.seed).mixture, dtype=np.float32)
-    if spec.kind == "musdb-stem":
-        import stempeg
-
-        with storage.local_copy(spec.location) as path:
-            try:
-                a, _ = stempeg.read_stems(path, stem_id=0, ffmpeg_format="s16le")
-            except Exception as exc:  # stempeg raises assorted errors
-                raise DataError(f"{storage.redact(spec.location)}: cannot decode the mixture stream: {exc}") from exc
-        return np.asarray(a, dtype=np.float32)
-    if spec.mixture:
-        return audio.read_audio(spec.mixture, sample_rate=sample_rate)[0]
-    stems = [a for t, a in refs.items() if t not in DERIVED_REFERENCES]
-    n = max(a.shape[0] for a in stems)
-    out = np.zeros((n, max(a.shape[1] for a in stems)), dtype=np.float32)
-    for a in stems:
-        out[: a.shape[0]] += a  # mono stems broadcast over the channels
-    return out
 
 
 _BUNDLES: dict = {}  # (bundle uri, device) -> loaded SeparatorBundle, one per worker process
@@ -257,9 +62,12 @@ _BUNDLES: dict = {}  # (bundle uri, device) -> loaded SeparatorBundle, one per w
 
 def _separate_in_memory(opts: dict, spec: RefSpec, refs: dict[str, np.ndarray], sr: int,
                         targets: list[str]) -> dict[str, np.ndarray]:
-    """Separate one track's mixture with the bundle ``opts['separate_with']``: ``{target: audio}``."""
+    """Separate one track's mixture with the bundle ``opts['separate_with']``: ``{target: audio}``.
+
+    Uses the separate job's public :func:`sepcluster.separate.separate_track`.
+    """
     from ..models import load_bundle
-    from ..separate.chunks import separate_track
+    from ..separate import separate_track
 
     device = opts["device"] or "cpu"
     key = (opts["separate_with"], device)
@@ -271,69 +79,6 @@ def _separate_in_memory(opts: dict, spec: RefSpec, refs: dict[str, np.ndarray], 
     outs = separate_track(bundle, mixture, sr, targets=targets, niter=opts["niter"], device=device,
                           downmix=mixture.shape[1] > 2)
     return {t: outs[t] for t in targets}
-
-
-# ------------------------------------------------------------------------------ estimates
-
-def _read_catalog(uri: str) -> tuple[dict[str, dict[str, str]], int]:
-    try:
-        table = storage.read_parquet(uri)
-    except FileNotFoundError as exc:
-        raise DataError(f"{storage.redact(uri)}: estimates catalog not found") from exc
-    cols = set(table.column_names)
-    need = {"track", "target", "output_uri"}
-    if not need <= cols:
-        raise DataError(f"{storage.redact(uri)}: the catalog needs columns track, target, output_uri "
-                        f"(and status); has {', '.join(table.column_names)}")
-    base = uri if storage.isdir(uri) else storage.parent(uri)
-    out: dict[str, dict[str, str]] = {}
-    skipped = 0
-    for row in table.to_pylist():
-        status = str(row.get("status", "ok") or "").strip().lower()
-        if "status" in cols and status not in OK_STATUSES:
-            skipped += 1
-            continue
-        ref = row.get("output_uri")
-        if not ref or not row.get("track") or not row.get("target"):
-            skipped += 1
-            continue
-        ref = str(ref)
-        if not (storage.is_remote(ref) or ref.startswith("file://") or os.path.isabs(ref)):
-            ref = storage.join(base, ref)
-        out.setdefault(str(row["track"]), {})[str(row["target"])] = ref
-    return out, skipped
-
-
-def _track_estimate_files(folder: str) -> dict[str, str]:
-    files = {}
-    for f in storage.list_files(folder, suffixes=AUDIO_SUFFIXES, recursive=False):
-        target = storage.basename(f).split(".")[0]
-        if target.lower() != "mixture":
-            files[target] = f
-    return files
-
-
-def list_estimates(estimates: str, subset: str = "test") -> tuple[dict[str, dict[str, str]], int]:
-    """``({track: {target: uri}}, skipped catalog rows)`` of an estimates folder or catalog."""
-    uri = str(estimates)
-    if not storage.exists(uri):
-        raise DataError(f"{storage.redact(uri)}: estimates not found")
-    if uri.lower().endswith(".parquet"):
-        return _read_catalog(uri)
-    if storage.isdir(uri) and not storage.list_dirs(uri) and storage.list_files(uri, suffixes=(".parquet",),
-                                                                                 recursive=False):
-        return _read_catalog(uri)
-    folder = storage.join(uri, subset)
-    if storage.isdir(folder) and not _track_estimate_files(folder):
-        uri = folder  # museval's eval_mus_dir layout <est>/<subset>/<track>/<target>.wav
-    out = {}
-    for d in storage.list_dirs(uri):
-        files = _track_estimate_files(d)
-        if files:
-            out[storage.basename(d)] = files
-    if not out:
-        raise DataError(f"{storage.redact(uri)}: no estimates (<track>/<target>.wav folders or a catalog Parquet)")
-    return out, 0
 
 
 # ------------------------------------------------------------------------------- the work
@@ -409,31 +154,87 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     if isinstance(references, (str, os.PathLike)):
         references = storage.absolute(str(references))
     estimates, out, separate_with = (storage.absolute(u) for u in (estimates, out, separate_with))
+    _check_options(engine, window, hop, method)
+    t_start = time.perf_counter()
+    bundle_targets = _bundle_targets(separate_with, estimates, targets)
+    ref_specs, subset_name = list_references(references, subset=subset, is_wav=is_wav)
+    if separate_with:
+        est_map, skipped_rows = {name: {t: "" for t in bundle_targets} for name in ref_specs}, 0
+    else:
+        est_map, skipped_rows = list_estimates(estimates, subset=subset_name)
+    items, missing, orphans = _plan(ref_specs, est_map, tracks, targets, estimates)
+    options = json.dumps({"method": method, "targets": list(targets) if targets else None, "window": float(window),
+                          "hop": float(hop), "engine": engine, "device": device, "separate_with": separate_with,
+                          "bundle_targets": bundle_targets, "niter": int(niter)})
+    for it in items:
+        it["options"] = options
+
+    rows = _run_ray(items, address=address, num_cpus=num_cpus,
+                    num_gpus=1.0 if (device and str(device).startswith("cuda")) else 0.0)
+    df = pd.DataFrame(rows)
+    errors = df[df["error"] != ""].drop_duplicates("track")
+    ok = df[df["error"] == ""]
+    per_track = ok.groupby("track").agg(eval_seconds=("eval_seconds", "first"),
+                                        audio_seconds=("audio_seconds", "first"),
+                                        separate_seconds=("separate_seconds", "first"),
+                                        warnings=("warnings", "first"))
+    meta = {"sepcluster.engine": engine, "sepcluster.window": window, "sepcluster.hop": hop,
+            "sepcluster.method": method, "sepcluster.subset": subset_name}
+    frames, medians, uris = _write_tables(ok, out, meta, method, subset_name, window, hop, write_json)
+    scores = aggregate.method_medians(medians) if len(medians) else medians
+    audio_s = float(per_track["audio_seconds"].sum())
+    eval_s = float(per_track["eval_seconds"].sum())
+    summary = {
+        "method": method, "engine": engine, "device": device or "cpu", "window": window, "hop": hop,
+        "subset": subset_name,
+        "n_tracks": int(len(per_track)), "n_failed": int(len(errors)), "n_missing_estimates": len(missing),
+        "n_orphan_estimates": len(orphans), "n_skipped_catalog_rows": int(skipped_rows),
+        "n_targets": int(frames["target"].nunique()), "n_frames": int(len(frames)),
+        "n_nan_frames": int(frames["SDR"].isna().sum()),
+        "audio_seconds": audio_s, "eval_seconds": eval_s,
+        "separate_with": separate_with, "separate_seconds": float(per_track["separate_seconds"].sum()),
+        "seconds_per_track_minute": (eval_s / (audio_s / 60.0)) if audio_s > 0 else None,
+        "wall_seconds": time.perf_counter() - t_start,
+        "scores": aggregate.summary_dict(scores).get(method, {}) if len(scores) else {},
+        **uris,
+        "failures": {r.track: r.error for r in errors.itertuples()},
+        "warnings": {t: w for t, w in per_track["warnings"].items() if w},
+    }
+    _write_summary(summary, out)
+    if log_mlflow:
+        _log_run(summary, references, estimates or f"separate-with:{separate_with}", out, targets)
+    return summary
+
+
+def _check_options(engine: str, window: float, hop: float, method: str) -> None:
     if engine not in ENGINES:
         raise ConfigError("engine", f"'{engine}' is not one of {', '.join(ENGINES)}")
     if not (window > 0 and hop > 0):
         raise ConfigError("window/hop", f"must be positive seconds, got {window}/{hop}")
     if not method or "/" in method:
         raise ConfigError("method", f"'{method}' must be a non-empty name without '/'")
-    t_start = time.perf_counter()
-    bundle_targets: list[str] = []
-    if separate_with:
-        if estimates:
-            raise ConfigError("estimates", "give either estimates or separate_with (a model bundle), not both")
-        from ..models import load_bundle
 
-        bundle_targets = load_bundle(separate_with).targets  # fails here, before any work, if it is bad
-        if targets and not set(targets) & set(bundle_targets):
-            raise ConfigError("targets", f"{targets} are not in the bundle {storage.redact(separate_with)} "
-                                         f"(it has {', '.join(bundle_targets)})")
-    elif not estimates:
-        raise ConfigError("estimates", "is required (a folder <track>/<target>.wav or a separate catalog), "
-                                       "unless separate_with names a model bundle")
-    ref_specs, subset_name = list_references(references, subset=subset, is_wav=is_wav)
-    if separate_with:
-        est_map, skipped_rows = {name: {t: "" for t in bundle_targets} for name in ref_specs}, 0
-    else:
-        est_map, skipped_rows = list_estimates(estimates, subset=subset_name)
+
+def _bundle_targets(separate_with: str | None, estimates: str | None, targets) -> list[str]:
+    """The targets of the ``separate_with`` bundle (loaded here, so a bad one fails before any work)."""
+    if not separate_with:
+        if not estimates:
+            raise ConfigError("estimates", "is required (a folder <track>/<target>.wav or a separate catalog), "
+                                           "unless separate_with names a model bundle")
+        return []
+    if estimates:
+        raise ConfigError("estimates", "give either estimates or separate_with (a model bundle), not both")
+    from ..models import load_bundle
+
+    bundle_targets = load_bundle(separate_with).targets
+    if targets and not set(targets) & set(bundle_targets):
+        raise ConfigError("targets", f"{targets} are not in the bundle {storage.redact(separate_with)} "
+                                     f"(it has {', '.join(bundle_targets)})")
+    return bundle_targets
+
+
+def _plan(ref_specs: dict, est_map: dict, tracks, targets, estimates) -> tuple[list, list, list]:
+    """The work items (tracks with references and estimates), and the unmatched track names."""
     est_by_key = {_key(k): v for k, v in est_map.items()}
     items = []
     missing = []
@@ -455,30 +256,18 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     if not items:
         raise DataError(f"no track has both references ({len(ref_specs)} tracks) and estimates "
                         f"({len(est_map)} tracks): check the track names in {storage.redact(str(estimates))}")
-    options = json.dumps({"method": method, "targets": list(targets) if targets else None, "window": float(window),
-                          "hop": float(hop), "engine": engine, "device": device, "separate_with": separate_with,
-                          "bundle_targets": bundle_targets, "niter": int(niter)})
-    for it in items:
-        it["options"] = options
+    return items, missing, orphans
 
-    rows = _run_ray(items, address=address, num_cpus=num_cpus,
-                    num_gpus=1.0 if (device and str(device).startswith("cuda")) else 0.0)
-    df = pd.DataFrame(rows)
-    errors = df[df["error"] != ""].drop_duplicates("track")
-    ok = df[df["error"] == ""]
-    per_track = ok.groupby("track").agg(eval_seconds=("eval_seconds", "first"),
-                                        audio_seconds=("audio_seconds", "first"),
-                                        separate_seconds=("separate_seconds", "first"),
-                                        warnings=("warnings", "first"))
+
+def _write_tables(ok: pd.DataFrame, out: str, meta: dict, method: str, subset_name: str, window: float,
+                  hop: float, write_json: bool) -> tuple:
+    """Write frames.parquet, track_medians.parquet and the museval JSON; returns (frames, medians, uris)."""
     frames = ok[[f.name for f in FRAME_SCHEMA]].copy()
     order = {t: i for i, t in enumerate(ordered_targets(frames["target"].unique()))}
     frames["_o"] = frames["target"].map(order)
     frames = frames.sort_values(["track", "_o", "frame"]).drop(columns="_o").reset_index(drop=True)
-
     frames_uri = storage.join(out, "frames.parquet")
     medians_uri = storage.join(out, "track_medians.parquet")
-    meta = {"sepcluster.engine": engine, "sepcluster.window": window, "sepcluster.hop": hop,
-            "sepcluster.method": method, "sepcluster.subset": subset_name}
     storage.write_parquet(pa.Table.from_pandas(frames, schema=FRAME_SCHEMA, preserve_index=False), frames_uri,
                           metadata=meta)
     medians = aggregate.track_medians(frames) if len(frames) else pd.DataFrame(
@@ -489,35 +278,16 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
         for track, tdf in frames.groupby("track", sort=True):
             storage.write_text(storage.join(json_root, subset_name, f"{track}.json"),
                                museval_json(tdf, window=window, hop=hop))
+    uris = {"frames_uri": frames_uri, "track_medians_uri": medians_uri, "json_uri": json_root if write_json else None}
+    return frames, medians, uris
 
-    scores = aggregate.method_medians(medians) if len(medians) else medians
-    audio_s = float(per_track["audio_seconds"].sum())
-    eval_s = float(per_track["eval_seconds"].sum())
-    summary = {
-        "method": method, "engine": engine, "device": device or "cpu", "window": window, "hop": hop,
-        "subset": subset_name,
-        "n_tracks": int(len(per_track)), "n_failed": int(len(errors)), "n_missing_estimates": len(missing),
-        "n_orphan_estimates": len(orphans), "n_skipped_catalog_rows": int(skipped_rows),
-        "n_targets": int(frames["target"].nunique()), "n_frames": int(len(frames)),
-        "n_nan_frames": int(frames["SDR"].isna().sum()),
-        "audio_seconds": audio_s, "eval_seconds": eval_s,
-        "separate_with": separate_with, "separate_seconds": float(per_track["separate_seconds"].sum()),
-        "seconds_per_track_minute": (eval_s / (audio_s / 60.0)) if audio_s > 0 else None,
-        "wall_seconds": time.perf_counter() - t_start,
-        "scores": aggregate.summary_dict(scores).get(method, {}) if len(scores) else {},
-        "frames_uri": frames_uri, "track_medians_uri": medians_uri,
-        "json_uri": json_root if write_json else None,
-        "failures": {r.track: r.error for r in errors.itertuples()},
-        "warnings": {t: w for t, w in per_track["warnings"].items() if w},
-    }
+
+def _write_summary(summary: dict, out: str) -> None:
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2, default=str))
-    if len(errors):
+    if summary["failures"]:
         storage.write_text(storage.join(out, "failures.json"), json.dumps(summary["failures"], indent=2))
         for track, err in summary["failures"].items():
             log.error("track '%s' failed: %s", track, err)
-    if log_mlflow:
-        _log_run(summary, references, estimates or f"separate-with:{separate_with}", out, targets)
-    return summary
 
 
 def _run_ray(items: list[dict], address: str | None, num_cpus: float, num_gpus: float) -> list[dict]:
@@ -525,24 +295,42 @@ def _run_ray(items: list[dict], address: str | None, num_cpus: float, num_gpus: 
 
     from .. import raycluster
 
-    raycluster.init(address=address)
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    kwargs: dict[str, Any] = {"num_cpus": num_cpus}
-    if num_gpus:
-        kwargs["num_gpus"] = num_gpus
-    ds = ds.flat_map(_evaluate_row, **kwargs)
-    rows: list[dict] = []
-    seen: set[str] = set()
-    bar = raycluster.progress(len(items), "evaluate", unit="track")
-    try:
-        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-            rows.extend(batch.to_dict("records"))
-            new = set(batch["track"].unique()) - seen
-            seen |= new
-            bar.update(len(new))
-    finally:
-        bar.close()
+    with raycluster.session(address):
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        kwargs: dict[str, Any] = {"num_cpus": num_cpus}
+        if num_gpus:
+            kwargs["num_gpus"] = num_gpus
+        ds = ds.flat_map(_evaluate_row, **kwargs)
+        rows: list[dict] = []
+        seen: set[str] = set()
+        bar = raycluster.progress(len(items), "evaluate", unit="track")
+        try:
+            for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+                rows.extend(batch.to_dict("records"))
+                new = set(batch["track"].unique()) - seen
+                seen |= new
+                bar.update(len(new))
+        finally:
+            bar.close()
     return rows
+
+
+def format_summary(summary: dict) -> str:
+    """The console summary of an :func:`evaluate` run."""
+    lines = [f"evaluated {summary['n_tracks']} track(s) with the {summary['engine']} engine "
+             f"({summary['n_failed']} failed); {summary['n_frames']} frames"]
+    spm = summary.get("seconds_per_track_minute")
+    if spm is not None:
+        lines.append(f"engine time: {spm:.2f} s per track-minute")
+    if summary.get("separate_with"):
+        lines.append(f"separated in memory with {summary['separate_with']}: {summary['separate_seconds']:.1f} s")
+    for target, vals in summary["scores"].items():
+        lines.append(f"  {target:<14} " + "  ".join(f"{m} {vals[m]:7.2f}" if vals[m] is not None else f"{m}     nan"
+                                                    for m in ("SDR", "SIR", "SAR", "ISR")))
+    for track, err in summary.get("failures", {}).items():
+        lines.append(f"  FAILED {track}: {err}")
+    lines.append(f"results: {summary['frames_uri']}")
+    return "\n".join(lines)
 
 
 def museval_json(frames: pd.DataFrame, window: float = 1.0, hop: float = 1.0) -> str:

@@ -55,15 +55,13 @@ def published_sdr() -> dict:
 def load_frames(results) -> pd.DataFrame:
     """The frame table of an evaluate output folder (``frames.parquet``) or of a Parquet file.
 
-    ``results`` may also be a list (or comma-separated string) of them: e.g. a model's scores
-    and the oracle's, each with its own ``method``; their frames are concatenated.
+    ``results`` may also be a list of them: e.g. a model's scores and the oracle's, each with its
+    own ``method``; their frames are concatenated.
     """
-    if isinstance(results, (list, tuple)) or "," in str(results):
-        parts = results if isinstance(results, (list, tuple)) else str(results).split(",")
-        parts = [p for p in (str(x).strip() for x in parts) if p]
-        if len(parts) > 1:
-            return pd.concat([load_frames(p) for p in parts], ignore_index=True)
-        results = parts[0]
+    if isinstance(results, (list, tuple)):
+        if len(results) > 1:
+            return pd.concat([load_frames(p) for p in results], ignore_index=True)
+        results = results[0]
     uri = str(results)
     if not storage.exists(uri):
         raise DataError(f"{storage.redact(uri)}: results not found")
@@ -209,13 +207,13 @@ def boxplot(ours: pd.DataFrame, sisec: pd.DataFrame, targets: list[str], sisec_m
     plt.close(fig)
 
 
-def write_report(results: str, out: str | None = None, methods: list[str] | None = None,
+def write_report(results, out: str | None = None, methods: list[str] | None = None,
                  baselines: list[str] | None = None, targets: list[str] | None = None,
                  log_mlflow: bool = True, title: str | None = None) -> dict:
     """Write the report (module docstring) for an evaluate output and return what it holds.
 
-    results: evaluate ``--out`` folder or a ``frames.parquet``. methods: SiSEC 2018 methods to
-    show (default all). baselines: SiSEC methods for the Wilcoxon test (default: ``methods``
+    results: evaluate ``--out`` folder or a ``frames.parquet``, or a list of them. methods: SiSEC
+    2018 methods to show (default all). baselines: SiSEC methods for the Wilcoxon test (default: ``methods``
     when given, else :data:`DEFAULT_BASELINES`). targets: restrict to these targets.
 
     Returns ``{"markdown", "html", "boxplot", "scores_csv", "wilcoxon_csv"}`` URIs plus
@@ -228,23 +226,7 @@ def write_report(results: str, out: str | None = None, methods: list[str] | None
         raise DataError(f"{storage.redact(str(results))}: no frames{' for ' + ', '.join(targets) if targets else ''}")
     ours = aggregate.track_medians(frames)
     sisec = sisec18_track_medians()
-    available = sorted(sisec["method"].unique())
-    if methods:
-        unknown = [m for m in methods if m not in available]
-        if unknown:
-            raise ConfigError("methods", f"unknown SiSEC 2018 method(s) {', '.join(unknown)} "
-                                         f"(available: {', '.join(available)})")
-        sisec_methods = list(methods)
-    else:
-        sisec_methods = available
-    if baselines:
-        unknown = [m for m in baselines if m not in available]
-        if unknown:
-            raise ConfigError("baselines", f"unknown SiSEC 2018 method(s) {', '.join(unknown)} "
-                                           f"(available: {', '.join(available)})")
-        base_list = list(baselines)
-    else:
-        base_list = list(methods) if methods else [m for m in DEFAULT_BASELINES if m in available]
+    sisec_methods, base_list = _choose_methods(sorted(sisec["method"].unique()), methods, baselines)
     from .engines import ordered_targets
 
     tlist = ordered_targets(ours["target"].unique())
@@ -254,7 +236,7 @@ def write_report(results: str, out: str | None = None, methods: list[str] | None
     common = sorted(set(ours["track"]) & set(sisec["track"]))
 
     if out is None:
-        base = str(results[0] if isinstance(results, (list, tuple)) else str(results).split(",")[0])
+        base = str(results[0] if isinstance(results, (list, tuple)) else results)
         if not storage.isdir(base):
             base = storage.parent(base)
         out = storage.join(base, "report")
@@ -264,43 +246,7 @@ def write_report(results: str, out: str | None = None, methods: list[str] | None
     with tempfile.TemporaryDirectory(prefix="sepcluster-report-") as tmp:
         png = os.path.join(tmp, "boxplot.png")
         boxplot(ours, sisec, tlist, sisec_methods, png)
-        md = [f"# {title}", "",
-              f"Results: `{storage.redact(str(results))}`  ",
-              f"Tracks: {ours['track'].nunique()} ({len(common)} of them MUSDB18 test tracks scored in SiSEC 2018); "
-              f"targets: {', '.join(tlist)}.  ",
-              "Scores: BSS Eval v4 (museval), median over 1 s frames per track, then median over tracks (dB). "
-              "SiSEC 2018 figures: the SiSEC 2018 MUS campaign on the 50 MUSDB18 test tracks "
-              "(sigsep-mus-2018 submissions); published rows: SDR reported by the models' authors.", ""]
-        if len(common) < ours["track"].nunique():
-            md += ["Note: SiSEC rows are medians over the 50 MUSDB18 test tracks; this run's rows are over its own "
-                   "tracks, so the comparison is indicative unless the tracks are the MUSDB18 test set.", ""]
-        htm = [f"<h1>{html.escape(title)}</h1>", "<p>" + "<br>".join(html.escape(x) for x in md[2:5]) + "</p>"]
-        for t in tlist:
-            tab = tables[t].copy()
-            shown = tab.copy()
-            shown["method"] = [f"**{m}**" if s == "this run" else m for m, s in zip(tab["method"], tab["source"])]
-            md += [f"## {t}", "", _md_table(shown), ""]
-            htm += [f"<h2>{html.escape(t)}</h2>", _html_table(tab, bold=set(our_methods))]
-        md += ["## Per-track SDR medians", "", "![boxplot](boxplot.png)", ""]
-        htm += ["<h2>Per-track SDR medians</h2>", '<img src="boxplot.png" alt="boxplot" style="max-width:100%">']
-        md += ["## Paired test against baselines (Wilcoxon signed-rank, per-track SDR medians)", ""]
-        htm += ["<h2>Paired test against baselines (Wilcoxon signed-rank, per-track SDR medians)</h2>"]
-        if len(tests):
-            md += [f"Common MUSDB18 test tracks: {len(common)}. Two-sided p-values; median_diff > 0: this run is "
-                   "better.", "", _md_table(tests.assign(better=tests["better"].map({True: "yes", False: "no"}))), ""]
-            htm += [f"<p>Common MUSDB18 test tracks: {len(common)}.</p>", _html_table(tests.astype(
-                {"better": str}))]
-        else:
-            msg = ("No track of this run is a MUSDB18 test track scored in SiSEC 2018 (or no baseline has this "
-                   "run's targets): the paired test was skipped.")
-            md += [msg, ""]
-            htm += [f"<p>{html.escape(msg)}</p>"]
-        md_text = "\n".join(md)
-        html_text = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + html.escape(title) +
-                     "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-                     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-                     "text-align:right}td:first-child,th:first-child,td:nth-child(2){text-align:left}</style>"
-                     "</head><body>" + "\n".join(htm) + "</body></html>")
+        md_text, html_text = _render(title, results, ours, tlist, tables, tests, common, our_methods)
         scores_all = pd.concat([tab.assign(target=t) for t, tab in tables.items()], ignore_index=True)
         files = {
             "report.md": md_text.encode(), "report.html": html_text.encode(),
@@ -319,6 +265,61 @@ def write_report(results: str, out: str | None = None, methods: list[str] | None
             "wilcoxon_csv": storage.join(out, "wilcoxon.csv"), "tables": tables, "wilcoxon": tests}
 
 
+def _choose_methods(available: list, methods, baselines) -> tuple[list, list]:
+    """The SiSEC 2018 methods to show and the baselines of the paired tests (ConfigError for unknown ones)."""
+    for name, asked in (("methods", methods), ("baselines", baselines)):
+        unknown = [m for m in (asked or []) if m not in available]
+        if unknown:
+            raise ConfigError(name, f"unknown SiSEC 2018 method(s) {', '.join(unknown)} "
+                                    f"(available: {', '.join(available)})")
+    sisec_methods = list(methods) if methods else available
+    if baselines:
+        return sisec_methods, list(baselines)
+    return sisec_methods, list(methods) if methods else [m for m in DEFAULT_BASELINES if m in available]
+
+
+def _render(title: str, results, ours: pd.DataFrame, tlist: list, tables: dict, tests: pd.DataFrame, common: list,
+            our_methods: list) -> tuple[str, str]:
+    """The report as Markdown and as HTML."""
+    md = [f"# {title}", "",
+          f"Results: `{storage.redact(str(results))}`  ",
+          f"Tracks: {ours['track'].nunique()} ({len(common)} of them MUSDB18 test tracks scored in SiSEC 2018); "
+          f"targets: {', '.join(tlist)}.  ",
+          "Scores: BSS Eval v4 (museval), median over 1 s frames per track, then median over tracks (dB). "
+          "SiSEC 2018 figures: the SiSEC 2018 MUS campaign on the 50 MUSDB18 test tracks "
+          "(sigsep-mus-2018 submissions); published rows: SDR reported by the models' authors.", ""]
+    if len(common) < ours["track"].nunique():
+        md += ["Note: SiSEC rows are medians over the 50 MUSDB18 test tracks; this run's rows are over its own "
+               "tracks, so the comparison is indicative unless the tracks are the MUSDB18 test set.", ""]
+    htm = [f"<h1>{html.escape(title)}</h1>", "<p>" + "<br>".join(html.escape(x) for x in md[2:5]) + "</p>"]
+    for t in tlist:
+        tab = tables[t].copy()
+        shown = tab.copy()
+        shown["method"] = [f"**{m}**" if s == "this run" else m for m, s in zip(tab["method"], tab["source"])]
+        md += [f"## {t}", "", _md_table(shown), ""]
+        htm += [f"<h2>{html.escape(t)}</h2>", _html_table(tab, bold=set(our_methods))]
+    md += ["## Per-track SDR medians", "", "![boxplot](boxplot.png)", ""]
+    htm += ["<h2>Per-track SDR medians</h2>", '<img src="boxplot.png" alt="boxplot" style="max-width:100%">']
+    md += ["## Paired test against baselines (Wilcoxon signed-rank, per-track SDR medians)", ""]
+    htm += ["<h2>Paired test against baselines (Wilcoxon signed-rank, per-track SDR medians)</h2>"]
+    if len(tests):
+        md += [f"Common MUSDB18 test tracks: {len(common)}. Two-sided p-values; median_diff > 0: this run is "
+               "better.", "", _md_table(tests.assign(better=tests["better"].map({True: "yes", False: "no"}))), ""]
+        htm += [f"<p>Common MUSDB18 test tracks: {len(common)}.</p>", _html_table(tests.astype(
+            {"better": str}))]
+    else:
+        msg = ("No track of this run is a MUSDB18 test track scored in SiSEC 2018 (or no baseline has this "
+               "run's targets): the paired test was skipped.")
+        md += [msg, ""]
+        htm += [f"<p>{html.escape(msg)}</p>"]
+    html_text = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + html.escape(title) +
+                 "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+                 "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+                 "text-align:right}td:first-child,th:first-child,td:nth-child(2){text-align:left}</style>"
+                 "</head><body>" + "\n".join(htm) + "</body></html>")
+    return "\n".join(md), html_text
+
+
 def _log_report(folder: str, results, out, ours, our_methods, sisec_methods, baselines) -> None:
     from .. import tracking
 
@@ -332,3 +333,11 @@ def _log_report(folder: str, results, out, ours, our_methods, sisec_methods, bas
                 metrics[f"{row.method}.{row.target}.{m}"] = getattr(row, m)
         tracking.log_metrics(metrics)
         tracking.log_artifact(folder, artifact_path="report")
+
+
+def format_report(report: dict) -> str:
+    """The console summary of :func:`write_report`: where the files are and the Wilcoxon tests."""
+    text = f"report: {report['markdown']}\n        {report['html']}\n        {report['boxplot']}"
+    if len(report["wilcoxon"]):
+        text += "\n" + report["wilcoxon"].to_string(index=False)
+    return text

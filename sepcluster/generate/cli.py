@@ -63,12 +63,5 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
-        print(f"dataset: {summary.out}")
-        print(f"mixtures: {summary.generated} made, {summary.skipped} already there "
-              f"({summary.shards_written} shards written, {summary.shards_skipped} skipped), "
-              f"{summary.mixtures_per_second:.2f} mixtures/s with {summary.num_actors} actor(s)")
-        if summary.actor_failures:
-            print(f"actor failures recovered: {summary.actor_failures}")
-        print(f"recipe hash: {summary.recipe_hash}")
-        print(f"MLflow run: {summary.run_id}")
-    return 0 if summary.complete else 1
+        print(summary.format())
+    return summary.exit_code

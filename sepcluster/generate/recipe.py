@@ -28,8 +28,7 @@ written (``[const, 0]`` stays an integer): Scaper copies them into every JAMS, s
 with one hash give byte-identical datasets, and the tutorial's template gives the tutorial's
 JAMS text.
 
-The stem library is Scaper's layout: ``STEMS/foreground/<label>/<song>.wav`` (all stems of one
-song share the file name) and an optional empty ``STEMS/background/``.
+The stem library is Scaper's layout (:mod:`sepcluster.datasets.library`).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +45,8 @@ import yaml
 
 from .. import storage
 from ..config import check, load_yaml, number, reject_unknown
-from ..errors import ConfigError, DataError
+from ..datasets.library import StemLibrary
+from ..errors import ConfigError
 
 DEFAULT_LABELS = ("vocals", "drums", "bass", "other")
 EVENT_FIELDS = ("source_time", "event_time", "event_duration", "snr", "pitch_shift", "time_stretch")
@@ -56,7 +55,6 @@ TOP_FIELDS = ("duration", "sample_rate", "channels", "ref_db", "labels", "cohere
 # distribution name -> number of arguments after the name
 DISTRIBUTIONS = {"const": 1, "choose": 1, "choose_weighted": 2, "uniform": 2, "normal": 2, "truncnorm": 4}
 # Audio files Scaper can read (it opens sources with soundfile).
-SOURCE_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".aifc")
 # Field bounds: (lowest allowed value, highest allowed value, lower bound exclusive?)
 _BOUNDS = {
     "source_time": (0.0, math.inf, False),
@@ -302,109 +300,6 @@ def load_recipe(source: "Recipe | dict | str") -> Recipe:
     data = load_yaml(source)
     text = storage.read_text(source)
     return parse_recipe(data, source_yaml=text)
-
-
-# ---------------------------------------------------------------------- stem library
-
-@dataclass(frozen=True)
-class StemLibrary:
-    """The index of a stem library: its local folders and ``{label: sorted file names}``."""
-
-    root: str            # local folder holding foreground/ (and background/)
-    fg_path: str
-    bg_path: str
-    files: dict          # label -> tuple of file names (sorted like Scaper's glob)
-    durations: dict      # "label/name" -> seconds
-    decoded_bytes: int = 0  # all indexed files decoded as float32
-    total_frames: int = 0   # sample frames over all indexed files
-
-    def source_path(self, label: str, name: str) -> str:
-        return os.path.join(self.fg_path, label, name)
-
-    def source_paths(self) -> list[str]:
-        """Every indexed source file, label by label."""
-        return [self.source_path(label, name) for label, names in self.files.items() for name in names]
-
-
-def _cache_dir_for(uri: str) -> str:
-    digest = hashlib.sha256(storage.redact(uri).encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), "sepcluster-stems", digest)
-
-
-def local_library_root(stems_dir: str) -> str:
-    """A local folder with the library: the folder itself, or a synced cache of an ``s3://`` URI.
-
-    The cache path depends only on the URI, so the JAMS written on every node name the same files.
-    """
-    if not storage.is_remote(stems_dir):
-        return storage.absolute(str(stems_dir))
-    root = _cache_dir_for(stems_dir)
-    fg_uri = storage.join(stems_dir, "foreground")
-    try:
-        files = storage.list_files(fg_uri, suffixes=SOURCE_SUFFIXES)
-    except FileNotFoundError as exc:
-        raise DataError(f"{storage.redact(fg_uri)}: not found; a stem library needs foreground/<label>/<song>.wav") \
-            from exc
-    prefix = fg_uri[len("s3://"):].rstrip("/") + "/"
-    for uri in files:
-        rel = uri[len("s3://"):][len(prefix):]
-        dest = os.path.join(root, "foreground", *rel.split("/"))
-        if os.path.exists(dest):
-            continue
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        tmp = f"{dest}.part-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(storage.read_bytes(uri))
-        os.replace(tmp, dest)
-    os.makedirs(os.path.join(root, "background"), exist_ok=True)
-    return root
-
-
-def index_library(stems_dir: str, labels: tuple[str, ...] | list[str] | None = None) -> StemLibrary:
-    """Index ``stems_dir`` (local or ``s3://``) for ``labels``; DataError/ConfigError name the problem."""
-    root = local_library_root(stems_dir)
-    fg = os.path.join(root, "foreground")
-    if not os.path.isdir(fg):
-        if not os.path.exists(root):
-            raise DataError(f"{storage.redact(stems_dir)}: the stem library folder does not exist")
-        raise DataError(f"{storage.redact(stems_dir)}: has no foreground/ folder; a stem library needs "
-                        f"foreground/<label>/<song>.wav (make one with `sepcluster stems prepare` or `stems synth`)")
-    bg = os.path.join(root, "background")
-    if not os.path.isdir(bg):
-        bg = fg  # no background events are used; Scaper only needs an existing folder
-    present = sorted(d for d in os.listdir(fg) if os.path.isdir(os.path.join(fg, d)) and not d.startswith("."))
-    files = {}
-    durations = {}
-    decoded = frames = 0
-    import soundfile
-
-    for label in (labels if labels is not None else present):
-        folder = os.path.join(fg, label)
-        if not os.path.isdir(folder):
-            raise ConfigError("labels", f"label '{label}' has no folder {folder} "
-                                        f"(labels in this library: {', '.join(present) or 'none'})")
-        # exactly what Scaper's choose [] picks from: sorted(glob(folder/*)), files only
-        names = sorted(n for n in os.listdir(folder)
-                       if not n.startswith(".") and os.path.isfile(os.path.join(folder, n)))
-        if not names:
-            raise ConfigError("labels", f"label '{label}' has no files in {folder}")
-        for name in names:
-            path = os.path.join(folder, name)
-            if not name.lower().endswith(SOURCE_SUFFIXES):
-                raise ConfigError("labels", f"label '{label}': {path} is not an audio file Scaper can read "
-                                            f"({', '.join(SOURCE_SUFFIXES)}); remove it from the library")
-            try:
-                info = soundfile.info(path)
-            except Exception as exc:
-                raise DataError(f"{path}: not a readable audio file ({exc})") from exc
-            if info.frames <= 0:
-                raise DataError(f"{path}: holds no samples")
-            durations[f"{label}/{name}"] = float(info.duration)
-            decoded += int(info.frames) * int(info.channels) * 4
-            frames += int(info.frames)
-        files[label] = tuple(names)
-    return StemLibrary(root=root, fg_path=fg, bg_path=bg, files=files, durations=durations, decoded_bytes=decoded,
-                       total_frames=frames)
 
 
 def validate_recipe(recipe: Recipe, library: StemLibrary) -> list[str]:

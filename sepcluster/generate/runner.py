@@ -18,26 +18,25 @@ from __future__ import annotations
 import logging
 import math
 import os
-import resource
 import sys
-import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .. import storage
-from ..errors import ConfigError, DataError, SepclusterError
-from ..memory import keep_freed_memory
+from ..errors import ConfigError
+from ..datasets import MAX_SEED
+from ..datasets import mixtures as layout
 from . import dataset as ds
-from .mixing import install_library_cache, make_mixture, render_jams
-from .recipe import Recipe, index_library, load_recipe, validate_recipe
+from ..datasets.library import index_library
+from .actors import ShardPool
+from .mixing import make_mixture, render_jams
+from .recipe import Recipe, load_recipe, validate_recipe
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_MB = int(os.environ.get("SEPCLUSTER_SOURCE_CACHE_MB", "2048"))
 MAX_DEFAULT_SHARD = 64
-PROGRESS_INTERVAL_S = 0.5  # an actor reports mixtures done at most this often (fewer messages to the driver)
 
 
 @dataclass
@@ -74,81 +73,21 @@ class GenerateSummary:
         """``total`` (seconds over the committed shards) per generated mixture; 0 when none was made."""
         return total / self.generated if self.generated else 0.0
 
+    @property
+    def exit_code(self) -> int:
+        """0 when every mixture of the dataset is committed, else 1."""
+        return 0 if self.complete else 1
 
-# --------------------------------------------------------------------------- actor
-
-class MixerActor:
-    """A Ray actor that renders shards. Constructed once per process; holds the library index."""
-
-    def __init__(self, recipe_json: str, recipe_yaml: str | None, stems_dir: str, out: str, audio_format: str,
-                 cache_mb: int = DEFAULT_CACHE_MB):
-        import json
-
-        from .recipe import parse_recipe
-
-        logging.getLogger("sox").setLevel(logging.ERROR)
-        # Scaper allocates and frees several mixture-length float64 buffers per event; in a Ray
-        # worker glibc serves each with a fresh mmap (5x the page faults of a plain process)
-        keep_freed_memory()
-        self.recipe = parse_recipe(json.loads(recipe_json), source_yaml=recipe_yaml)
-        self.library = index_library(stems_dir, self.recipe.labels)
-        self.out = out
-        self.audio_format = audio_format
-        # Decoded sources (and, without pitch/time, their channel conversion) are kept only when
-        # the whole library fits the budget; file info is always cached.
-        self.cache = install_library_cache(self.recipe, self.library, int(cache_mb) << 20) if cache_mb > 0 else None
-        # warm up (imports, sox, filters) and fail here, at start, if this node cannot render
-        make_mixture(self.recipe, self.library, 0)
-        if self.cache is not None and self.cache.max_bytes > 0:
-            self.cache.preload(self.library.source_paths())  # decode once now, not during the shards
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def run_shard(self, first: int, last: int):
-        """Render seeds ``first..last`` into ``shard-<first>-<last>.parquet``.
-
-        A streaming generator: yields the number of mixtures rendered since its last report (at
-        most every ``PROGRESS_INTERVAL_S``), then a summary dict (after the shard is committed).
-        An existing shard is left alone (summary ``skipped: True``).
-        """
-        uri = storage.join(self.out, ds.shard_name(first, last))
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        if storage.exists(uri):
-            yield {"first": first, "last": last, "skipped": True, "count": 0, "coherent": 0,
-                   "seconds": 0.0, "cpu_seconds": 0.0, "render_seconds": 0.0, "store_seconds": 0.0,
-                   "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
-            return
-        coherent = 0
-        render = 0.0
-        unreported, reported_at = 0, started
-        with ds.ShardWriter(uri, self.recipe, self.audio_format, first, last) as writer:
-            for seed in range(first, last + 1):
-                t = time.perf_counter()
-                try:
-                    result = make_mixture(self.recipe, self.library, seed)
-                except SepclusterError:
-                    raise
-                except Exception as exc:
-                    raise DataError(f"seed {seed}: Scaper failed to render the mixture: {exc}") from exc
-                render += time.perf_counter() - t
-                writer.write(result)
-                coherent += int(result.coherent)
-                unreported += 1
-                if time.perf_counter() - reported_at >= PROGRESS_INTERVAL_S:
-                    yield unreported
-                    unreported, reported_at = 0, time.perf_counter()
-            if unreported:
-                yield unreported
-        yield {"first": first, "last": last, "skipped": False, "count": last - first + 1, "coherent": coherent,
-               "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
-               "render_seconds": render, "store_seconds": time.perf_counter() - started - render,
-               "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    def format(self) -> str:
+        """The console summary of the run."""
+        lines = [f"dataset: {self.out}",
+                 f"mixtures: {self.generated} made, {self.skipped} already there ({self.shards_written} shards "
+                 f"written, {self.shards_skipped} skipped), {self.mixtures_per_second:.2f} mixtures/s with "
+                 f"{self.num_actors} actor(s)"]
+        if self.actor_failures:
+            lines.append(f"actor failures recovered: {self.actor_failures}")
+        lines += [f"recipe hash: {self.recipe_hash}", f"MLflow run: {self.run_id}"]
+        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- planning
@@ -198,8 +137,8 @@ def prepare_output(out: str, recipe: Recipe, num_mixtures: int, base_seed: int, 
     Refuses (ConfigError) another recipe, base seed or audio format in the same ``out``; a
     larger ``num_mixtures`` extends the dataset, a smaller one is refused.
     """
-    if storage.exists(storage.join(out, ds.DATASET_FILE)):
-        info = ds.dataset_info(out)
+    if storage.exists(storage.join(out, layout.DATASET_FILE)):
+        info = layout.dataset_info(out)
         if info.get("recipe_hash") != recipe.hash:
             raise ConfigError("recipe", f"{storage.redact(out)} already holds a dataset made with another recipe "
                                         f"(hash {str(info.get('recipe_hash'))[:12]}..., this recipe "
@@ -223,9 +162,9 @@ def prepare_output(out: str, recipe: Recipe, num_mixtures: int, base_seed: int, 
         if changed:
             ds.write_dataset_info(out, info)
         return info
-    if storage.exists(out) and any(ds.parse_shard_name(f) for f in
+    if storage.exists(out) and any(layout.parse_shard_name(f) for f in
                                    (storage.list_files(out, recursive=False) if storage.isdir(out) else [])):
-        raise ConfigError("out", f"{storage.redact(out)} holds shard files but no {ds.DATASET_FILE}: "
+        raise ConfigError("out", f"{storage.redact(out)} holds shard files but no {layout.DATASET_FILE}: "
                                  f"not a dataset this command can resume; use a new --out")
     info = ds.new_dataset_info(recipe, num_mixtures, base_seed, shard_size or 0, audio_format, stems_dir)
     if not storage.is_remote(out):
@@ -256,32 +195,30 @@ def generate(recipe: "Recipe | dict | str", stems_dir: str, out: str, num_mixtur
     # ---- validate everything before any work
     recipe = load_recipe(recipe)
     num_mixtures = _check_int(num_mixtures, "num_mixtures", 1)
-    base_seed = _check_int(base_seed, "base_seed", 0, ds.MAX_SEED)
-    if base_seed + num_mixtures - 1 > ds.MAX_SEED:
+    base_seed = _check_int(base_seed, "base_seed", 0, MAX_SEED)
+    if base_seed + num_mixtures - 1 > MAX_SEED:
         raise ConfigError("num_mixtures", f"seeds must stay below 2**32: base_seed {base_seed} + num_mixtures "
                                           f"{num_mixtures} is too large")
     if num_actors is not None:
         num_actors = _check_int(num_actors, "num_actors", 1)
     if shard_size is not None:
         shard_size = _check_int(shard_size, "shard_size", 1)
-    ds.check_audio_format(audio_format)
-    ds.schema(recipe)  # column names
+    layout.check_audio_format(audio_format)
+    layout.schema(recipe.labels)  # column names (clashing labels are refused here)
     library = index_library(stems_dir, recipe.labels)
     for warning in validate_recipe(recipe, library):
         log.warning("recipe: %s", warning)
     cache_mb = DEFAULT_CACHE_MB if cache_mb is None else int(cache_mb)
 
     info = prepare_output(out, recipe, num_mixtures, base_seed, shard_size, audio_format, stems_dir)
-    started_ray = not _ray_initialized()
-    raycluster.init(address=address)
-    try:
+    with raycluster.session(address):
         actors_wanted = num_actors or max(1, raycluster.cluster_cpus())
         if shard_size is None:
             shard_size = int(info.get("shard_size") or 0) or default_shard_size(num_mixtures, actors_wanted)
         if int(info.get("shard_size") or 0) != shard_size:
             info["shard_size"] = shard_size
             ds.write_dataset_info(out, info)
-        committed = ds.read_manifest(out)
+        committed = layout.read_manifest(out)
         done_seeds = set()
         for s in committed:
             done_seeds.update(range(s["first_seed"], s["last_seed"] + 1))
@@ -300,34 +237,37 @@ def generate(recipe: "Recipe | dict | str", stems_dir: str, out: str, num_mixtur
             summary.run_id = run.info.run_id
             tracking.log_text(recipe.to_yaml(), "recipe.yaml")
             if todo:
-                _run_pool(todo, recipe, stems_dir, out, audio_format, cache_mb, summary, progress,
-                          already=len(done_seeds))
+                ShardPool(recipe, stems_dir, out, audio_format, cache_mb, summary, progress,
+                          already=len(done_seeds)).run(todo)
             summary.mixtures_per_second = summary.generated / summary.seconds if summary.seconds > 0 else 0.0
             _remove_stale_temporaries(out)
-            final = ds.read_manifest(out)
+            final = layout.read_manifest(out)
             covered = sum(s["num_mixtures"] for s in final)
             summary.complete = covered == num_mixtures
             if summary.complete:
                 ds.write_manifest(out, final, info)
-            tracking.log_metrics({
-                "mixtures_generated": summary.generated, "mixtures_skipped": summary.skipped,
-                "mixtures_total": covered, "shards_written": summary.shards_written,
-                "shards_skipped": summary.shards_skipped, "mixtures_per_s": summary.mixtures_per_second,
-                "wall_seconds": summary.seconds, "actor_failures": summary.actor_failures,
-                "startup_seconds": summary.startup_seconds,
-                "cpu_seconds_per_mixture": summary.per_mixture(summary.cpu_seconds),
-                "render_seconds_per_mixture": summary.per_mixture(summary.render_seconds),
-                "store_seconds_per_mixture": summary.per_mixture(summary.store_seconds),
-                "coherent_fraction": summary.per_mixture(summary.coherent),
-                "peak_rss_mb_max": max(summary.peak_rss_mb.values(), default=0.0),
-            })
+            _log_metrics(summary, covered)
             tracking.log_dict(summary.to_dict(), "summary.json")
         log.info("generate: %d mixtures made, %d already there, %.2f mixtures/s, dataset %s", summary.generated,
                  summary.skipped, summary.mixtures_per_second, storage.redact(out))
         return summary
-    finally:
-        if started_ray:
-            raycluster.shutdown()
+
+
+def _log_metrics(summary: GenerateSummary, covered: int) -> None:
+    from .. import tracking
+
+    tracking.log_metrics({
+        "mixtures_generated": summary.generated, "mixtures_skipped": summary.skipped,
+        "mixtures_total": covered, "shards_written": summary.shards_written,
+        "shards_skipped": summary.shards_skipped, "mixtures_per_s": summary.mixtures_per_second,
+        "wall_seconds": summary.seconds, "actor_failures": summary.actor_failures,
+        "startup_seconds": summary.startup_seconds,
+        "cpu_seconds_per_mixture": summary.per_mixture(summary.cpu_seconds),
+        "render_seconds_per_mixture": summary.per_mixture(summary.render_seconds),
+        "store_seconds_per_mixture": summary.per_mixture(summary.store_seconds),
+        "coherent_fraction": summary.per_mixture(summary.coherent),
+        "peak_rss_mb_max": max(summary.peak_rss_mb.values(), default=0.0),
+    })
 
 
 def _remove_stale_temporaries(out: str) -> None:
@@ -347,160 +287,6 @@ def _remove_stale_temporaries(out: str) -> None:
                 pass
 
 
-def _ray_initialized() -> bool:
-    import ray
-
-    return ray.is_initialized()
-
-
-ACTOR_START_TIMEOUT_S = float(os.environ.get("SEPCLUSTER_ACTOR_START_TIMEOUT", "600"))
-ACTOR_START_GRACE_S = float(os.environ.get("SEPCLUSTER_ACTOR_START_GRACE", "60"))
-
-
-def _run_pool(todo: list[tuple[int, int]], recipe: Recipe, stems_dir: str, out: str, audio_format: str,
-              cache_mb: int, summary: GenerateSummary, show_progress: bool, already: int) -> None:
-    """Hand shards to actors until every shard is committed; replace actors that die.
-
-    Shards only ever go to actors that have started (placed on a node, library indexed). An actor
-    that cannot be placed yet (more actors asked for than free CPUs, or a replacement for one lost
-    with its node) waits in ``starting`` and joins the pool when a CPU frees up or a node joins;
-    meanwhile the started actors take every shard, including those given back by dead actors.
-    Work starts when every first actor is up, or ``ACTOR_START_GRACE_S`` after the first one is
-    (so that a cold node's actor is not left without work by a short job, and a cluster with
-    fewer free CPUs than actors still gets going).
-    """
-    import ray
-    from ray.exceptions import RayActorError, RayTaskError
-
-    from .. import raycluster
-
-    remote_cls = ray.remote(MixerActor)
-    args = (recipe.to_json(), recipe.source_yaml, stems_dir, out, audio_format, cache_mb)
-    n_actors = summary.num_actors
-    replacements_left = 3 + 2 * n_actors
-
-    def new_actor():
-        return remote_cls.options(num_cpus=1, max_restarts=0, max_task_retries=0).remote(*args)
-
-    def kill(actor) -> None:
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001  (already gone)
-            pass
-
-    t_start = time.perf_counter()
-    t_ready = None               # the first actor is up
-    t_work = t_start             # the first shard is handed out
-    starting: dict = {}          # ready ref (actor.pid) -> actor, until the actor is up
-    for _ in range(n_actors):
-        actor = new_actor()
-        starting[actor.pid.remote()] = actor
-    idle: deque = deque()
-    queue = deque(todo)
-    inflight: dict = {}          # generator -> [actor, (first, last), mixtures rendered so far]
-    bar = raycluster.progress(total=summary.num_mixtures, desc="generate", unit="mix", initial=already) \
-        if show_progress else None
-    try:
-        warming_up = True
-        while queue or inflight:
-            if warming_up:
-                warming_up = bool(starting) and (t_ready is None or time.perf_counter() - t_ready < ACTOR_START_GRACE_S)
-                if not warming_up:
-                    t_work = time.perf_counter()
-                    summary.startup_seconds = t_work - t_start
-            while queue and idle and not warming_up:
-                actor = idle.popleft()
-                shard = queue.popleft()
-                gen = actor.run_shard.remote(*shard)
-                inflight[gen] = [actor, shard, 0]
-            if not inflight and not starting and not idle:
-                raise DataError(f"generate: no actor left to make {len(queue)} shard(s) of {storage.redact(out)}")
-            if not inflight and time.perf_counter() - t_start > ACTOR_START_TIMEOUT_S and t_ready is None:
-                raise DataError(f"generate: no actor could start within {ACTOR_START_TIMEOUT_S:.0f} s "
-                                f"(does the cluster have a free CPU? set SEPCLUSTER_ACTOR_START_TIMEOUT to wait longer)")
-            ready, _ = ray.wait(list(inflight) + list(starting), num_returns=1, timeout=2.0)
-            for ref in ready:
-                if ref in starting:
-                    actor = starting.pop(ref)
-                    try:
-                        ray.get(ref)
-                    except RayActorError as exc:
-                        if getattr(exc, "actor_init_failed", False):
-                            raise DataError(f"generate: the actor could not start: {_short(exc)}") from None
-                        log.warning("generate: an actor died while starting (%s)", _short(exc))
-                        kill(actor)
-                        summary.actor_failures += 1
-                        if replacements_left > 0:
-                            replacements_left -= 1
-                            replacement = new_actor()
-                            starting[replacement.pid.remote()] = replacement
-                        continue
-                    if t_ready is None:
-                        t_ready = time.perf_counter()
-                    idle.append(actor)
-                    continue
-                gen = ref
-                actor, shard, partial = inflight[gen]
-                try:
-                    value = ray.get(next(gen))
-                except StopIteration:
-                    del inflight[gen]
-                    idle.append(actor)
-                    continue
-                except RayActorError as exc:
-                    del inflight[gen]
-                    if getattr(exc, "actor_init_failed", False):
-                        raise DataError(f"generate: the actor could not start: {_short(exc)}") from None
-                    summary.actor_failures += 1
-                    queue.appendleft(shard)
-                    if bar is not None and partial:
-                        bar.update(-partial)
-                    log.warning("generate: actor died during shard %d-%d (%s); the shard goes back to the queue",
-                                shard[0], shard[1], _short(exc))
-                    kill(actor)
-                    if replacements_left > 0:
-                        replacements_left -= 1
-                        replacement = new_actor()  # joins the pool once Ray can place it
-                        starting[replacement.pid.remote()] = replacement
-                    continue
-                except RayTaskError as exc:
-                    cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-                    if isinstance(cause, SepclusterError):
-                        raise cause from None
-                    raise DataError(f"generate: shard {shard[0]}-{shard[1]} failed: {_short(exc)}") from None
-                if isinstance(value, dict):
-                    del inflight[gen]
-                    idle.append(actor)
-                    if value["skipped"]:
-                        summary.shards_skipped += 1
-                        summary.skipped += shard[1] - shard[0] + 1
-                        if bar is not None:
-                            bar.update(shard[1] - shard[0] + 1)
-                    else:
-                        summary.shards_written += 1
-                        summary.generated += value["count"]
-                        summary.coherent += value["coherent"]
-                        summary.cpu_seconds += value["cpu_seconds"]
-                        summary.render_seconds += value["render_seconds"]
-                        summary.store_seconds += value["store_seconds"]
-                    summary.peak_rss_mb[str(value["pid"])] = round(value["peak_rss_mb"], 1)
-                else:
-                    inflight[gen][2] += int(value)
-                    if bar is not None:
-                        bar.update(int(value))
-        summary.seconds = time.perf_counter() - t_work
-    finally:
-        if bar is not None:
-            bar.close()
-        for actor in list(idle) + [v[0] for v in inflight.values()] + list(starting.values()):
-            kill(actor)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return storage.redact(" ".join(t.strip() for t in text[:3]))[:400]
-
-
 # --------------------------------------------------------------------------- regenerate
 
 def regenerate(out: str, seed: int, stems_dir: str | None = None) -> dict:
@@ -511,12 +297,12 @@ def regenerate(out: str, seed: int, stems_dir: str | None = None) -> dict:
     ``jams_identical``, ``jams_render_identical``, per-array ``max_abs_diff`` and the events.
     """
     recipe = ds.dataset_recipe(out)
-    info = ds.dataset_info(out)
+    info = layout.dataset_info(out)
     stems_dir = stems_dir or info.get("stems")
     if not stems_dir:
         raise ConfigError("stems", "the dataset does not record its stem library: pass --stems")
     library = index_library(stems_dir, recipe.labels)
-    stored = ds.load_mixture(out, seed)
+    stored = layout.load_mixture(out, seed)
     fresh = make_mixture(recipe, library, int(seed))
     rendered = render_jams(stored.jams, library, recipe, seed=int(seed), coherent=stored.coherent)
     fmt = info["audio_format"]
@@ -527,11 +313,11 @@ def regenerate(out: str, seed: int, stems_dir: str | None = None) -> dict:
             return float("inf")
         return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
 
-    diffs = {"mixture": diff(ds.roundtrip(fresh.mixture, sr, fmt), stored.mixture)}
-    render_diffs = {"mixture": diff(ds.roundtrip(rendered.mixture, sr, fmt), stored.mixture)}
+    diffs = {"mixture": diff(layout.roundtrip(fresh.mixture, sr, fmt), stored.mixture)}
+    render_diffs = {"mixture": diff(layout.roundtrip(rendered.mixture, sr, fmt), stored.mixture)}
     for label in recipe.labels:
-        diffs[label] = diff(ds.roundtrip(fresh.stems[label], sr, fmt), stored.stems[label])
-        render_diffs[label] = diff(ds.roundtrip(rendered.stems[label], sr, fmt), stored.stems[label])
+        diffs[label] = diff(layout.roundtrip(fresh.stems[label], sr, fmt), stored.stems[label])
+        render_diffs[label] = diff(layout.roundtrip(rendered.stems[label], sr, fmt), stored.stems[label])
     return {
         "seed": int(seed), "coherent": fresh.coherent, "stored_coherent": stored.coherent,
         "identical": all(v == 0.0 for v in diffs.values()) and fresh.coherent == stored.coherent,

@@ -1,77 +1,48 @@
-"""Separation models: STFT front end, Open-Unmix and U-Net mask estimators, losses, bundles.
+"""Separation models: the registry of model families, STFT front end, Open-Unmix and U-Net, losses, bundles.
 
 Shapes (Open-Unmix 1.3.0 convention): waveforms ``(batch, channels, samples)``, complex STFT
-and magnitude spectrograms ``(batch, channels, bins, frames)``. A model maps a mixture
-magnitude to a target magnitude of the same shape.
+and magnitude spectrograms ``(batch, channels, bins, frames)``. A mask estimator maps a
+mixture magnitude to a target magnitude of the same shape.
+
+* :mod:`~sepcluster.models.registry`: :class:`ModelFamily`, :func:`build_model`,
+  :func:`model_names`, :func:`get_family` (the one list of model families).
+* :mod:`~sepcluster.models.stft`, :mod:`~sepcluster.models.umx`, :mod:`~sepcluster.models.unet`,
+  :mod:`~sepcluster.models.losses` (:data:`LOSSES`, the one list of loss names),
+  :mod:`~sepcluster.models.bundle` (separator bundles), :mod:`~sepcluster.models.openunmix_files`
+  (official Open-Unmix weights).
+
+Names are imported on first use, so ``import sepcluster.models.registry`` (the training
+config, the CLI) does not import torch.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Optional
+import importlib
 
-from torch import nn
+_EXPORTS = {
+    "registry": ("ModelFamily", "register", "families", "model_names", "get_family", "build_model",
+                 "DEFAULT_BANDWIDTH"),
+    "stft": ("STFT", "ISTFT", "magnitude", "nb_frames"),
+    "umx": ("OpenUnmix", "bandwidth_to_max_bin"),
+    "unet": ("UNet",),
+    "losses": ("Loss", "LOSSES", "get_loss", "mse", "l1", "si_sdr", "neg_si_sdr"),
+    "bundle": ("BundleMeta", "SeparatorBundle", "save_bundle", "load_bundle", "check_state_dict", "unwrap_model"),
+    "openunmix_files": ("infer_umx_hparams", "strip_legacy_umx_keys"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-from sepcluster.errors import ConfigError
-
-from .losses import LOSSES, Loss, get_loss, l1, mse, neg_si_sdr, si_sdr
-from .stft import ISTFT, STFT, magnitude, nb_frames
-from .umx import OpenUnmix, bandwidth_to_max_bin
-from .unet import UNet
-
-MODELS: dict[str, type[nn.Module]] = {"umx": OpenUnmix, "unet": UNet}
-DEFAULT_BANDWIDTH = 16000.0
-_UNSET = object()
-
-
-def build_model(name: str = "umx", *, n_fft: Optional[int] = None, sample_rate: float = 44100.0,
-                bandwidth=_UNSET, **kwargs) -> nn.Module:
-    """Build a mask estimator by name (``"umx"`` or ``"unet"``).
-
-    ``kwargs`` are the model's constructor arguments (see :class:`OpenUnmix`, :class:`UNet`).
-    Conveniences: ``n_fft`` sets ``nb_bins = n_fft // 2 + 1`` when ``nb_bins`` is not given;
-    when ``max_bin`` is not given it is derived from ``bandwidth`` Hz (default 16 kHz, as
-    Open-Unmix; ``None`` = all bins) at ``sample_rate`` with
-    :func:`bandwidth_to_max_bin`. The model maps magnitudes
-    ``(batch, channels, bins, frames) -> (batch, channels, bins, frames)``.
-    """
-    key = str(name).strip().lower()
-    if key not in MODELS:
-        raise ConfigError("model", f"unknown model '{name}' (choose from {', '.join(MODELS)})")
-    cls = MODELS[key]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ConfigError(f"model.{unknown[0]}", f"not an option of model '{key}' "
-                                                 f"(accepted: {', '.join(accepted)}, n_fft, sample_rate, bandwidth)")
-    if n_fft is not None:
-        nb_bins_from_fft = int(n_fft) // 2 + 1
-        if kwargs.get("nb_bins") not in (None, nb_bins_from_fft):
-            raise ConfigError("model.nb_bins", f"{kwargs['nb_bins']} does not match n_fft={n_fft} "
-                                               f"({nb_bins_from_fft} bins)")
-        kwargs["nb_bins"] = nb_bins_from_fft
-    if kwargs.get("max_bin") is None:
-        bw = DEFAULT_BANDWIDTH if bandwidth is _UNSET else bandwidth
-        nb_bins = int(kwargs.get("nb_bins", inspect.signature(cls.__init__).parameters["nb_bins"].default))
-        kwargs["max_bin"] = bandwidth_to_max_bin(sample_rate, (nb_bins - 1) * 2, bw)
-    return cls(**kwargs)
+__all__ = [name for names in _EXPORTS.values() for name in names]
 
 
-from .bundle import (  # noqa: E402  (bundle uses build_model)
-    BundleMeta,
-    SeparatorBundle,
-    check_state_dict,
-    infer_umx_hparams,
-    load_bundle,
-    save_bundle,
-    strip_legacy_umx_keys,
-    unwrap_model,
-)
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in _EXPORTS:  # a submodule not imported yet
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = [
-    "STFT", "ISTFT", "magnitude", "nb_frames",
-    "OpenUnmix", "UNet", "bandwidth_to_max_bin", "build_model", "MODELS",
-    "Loss", "LOSSES", "get_loss", "mse", "l1", "si_sdr", "neg_si_sdr",
-    "BundleMeta", "SeparatorBundle", "save_bundle", "load_bundle", "infer_umx_hparams",
-    "check_state_dict", "strip_legacy_umx_keys", "unwrap_model",
-]
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_EXPORTS))

@@ -31,10 +31,12 @@ from torch import Tensor, nn
 from sepcluster import storage
 from sepcluster.errors import ConfigError, DataError, StorageError
 
+from .openunmix_files import official_files, official_meta, read_json, strip_legacy_umx_keys
+from .registry import build_model, model_names
+
 BUNDLE_JSON = "bundle.json"
 BUNDLE_FORMAT = "sepcluster-bundle/1"
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_HUB_FILE = re.compile(r"^(?P<target>.+?)(?:-(?P<digest>[0-9a-fA-F]{8,64}))?\.pth$")
 
 
 @dataclass
@@ -260,50 +262,6 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], where: str) 
                             f"shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
 
 
-# Open-Unmix 1.0 models held their STFT and sample rate; the released weights (which 1.3
-# still downloads) carry these entries, which 1.3 skips with strict=False. We drop exactly these.
-_LEGACY_UMX_KEY = re.compile(r"^(?:stft\.window|transform\.0\.window|sample_rate)$")
-
-
-def strip_legacy_umx_keys(state: Mapping[str, Tensor]) -> tuple:
-    """Split Open-Unmix 1.0 extras (``stft.window``, ``transform.0.window``, ``sample_rate``) off
-    a state dict. Returns ``(state without them, {"n_fft": int, "sample_rate": float} found)``."""
-    clean = {k: v for k, v in state.items() if not _LEGACY_UMX_KEY.match(k)}
-    found: dict = {}
-    window = state.get("stft.window", state.get("transform.0.window"))
-    if window is not None and window.dim() == 1:
-        found["n_fft"] = int(window.shape[0])
-    rate = state.get("sample_rate")
-    if rate is not None and rate.numel() == 1:
-        found["sample_rate"] = float(rate.item())
-    return clean, found
-
-
-_UMX_KEYS = ("fc1.weight", "fc3.weight", "input_mean", "output_scale", "lstm.weight_ih_l0")
-
-
-def infer_umx_hparams(state: Mapping[str, Tensor], where: str = "state dict") -> dict:
-    """Open-Unmix constructor arguments read from a state dict's shapes.
-
-    Returns ``{"nb_bins", "nb_channels", "hidden_size", "nb_layers", "unidirectional", "max_bin"}``;
-    raises DataError naming ``where`` when the state dict is not Open-Unmix shaped.
-    """
-    missing = [k for k in _UMX_KEYS if k not in state]
-    if missing:
-        raise DataError(f"{where}: not an Open-Unmix state dict (missing key '{missing[0]}')")
-    max_bin = int(state["input_mean"].shape[0])
-    nb_bins = int(state["output_scale"].shape[0])
-    hidden, in_features = (int(s) for s in state["fc1.weight"].shape)
-    if max_bin == 0 or in_features % max_bin:
-        raise DataError(f"{where}: key 'fc1.weight' has shape {tuple(state['fc1.weight'].shape)}, not a "
-                        f"multiple of input_mean's {max_bin} bins")
-    nb_channels = in_features // max_bin
-    layers = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"lstm\.weight_ih_l(\d+)", k)))
-    unidirectional = not any(k.endswith("_reverse") for k in state if k.startswith("lstm."))
-    return {"nb_bins": nb_bins, "nb_channels": nb_channels, "hidden_size": hidden,
-            "nb_layers": len(layers), "unidirectional": unidirectional, "max_bin": max_bin}
-
-
 # ---------------------------------------------------------------------------------------
 # save
 
@@ -311,7 +269,7 @@ def infer_umx_hparams(state: Mapping[str, Tensor], where: str = "state dict") ->
 def save_bundle(uri: str, models: Mapping[str, nn.Module], meta: Optional[BundleMeta] = None) -> BundleMeta:
     """Write a separator bundle to the folder ``uri`` (local path, ``file://`` or ``s3://``).
 
-    ``models``: target name -> model built by :func:`sepcluster.models.build_model` (it must
+    ``models``: target name -> model built by :func:`sepcluster.models.registry.build_model` (it must
     have ``hparams()``). ``meta`` gives the sample rate, STFT, provenance (training data URI,
     recipe hash, extra); its architecture fields, ``targets`` and ``weights`` are filled from
     the models. Each ``<target>.pth`` is written atomically with ``storage.write_bytes``, then
@@ -325,8 +283,8 @@ def save_bundle(uri: str, models: Mapping[str, nn.Module], meta: Optional[Bundle
     meta.weights = {}
     meta.extra = dict(meta.extra)
     meta.targets = list(models)
-    if meta.model not in _model_registry():
-        raise ConfigError("meta.model", f"unknown model '{meta.model}' (choose from {', '.join(_model_registry())})")
+    if meta.model not in model_names():
+        raise ConfigError("meta.model", f"unknown model '{meta.model}' (choose from {', '.join(model_names())})")
     meta.validate("meta")
 
     models = {t: unwrap_model(m) for t, m in models.items()}
@@ -375,12 +333,6 @@ def save_bundle(uri: str, models: Mapping[str, nn.Module], meta: Optional[Bundle
     return meta
 
 
-def _model_registry() -> dict:
-    from . import MODELS
-
-    return MODELS
-
-
 # ---------------------------------------------------------------------------------------
 # load
 
@@ -388,87 +340,10 @@ def _model_registry() -> dict:
 def _parse_targets(targets: Union[None, str, Iterable[str]]) -> Optional[list]:
     if targets is None:
         return None
-    if isinstance(targets, str):
-        targets = [t for t in (s.strip() for s in targets.split(",")) if t]
-    out = list(targets)
+    out = [targets] if isinstance(targets, str) else list(targets)
     if not out:
         raise ConfigError("targets", "is empty")
     return out
-
-
-def _read_json(uri: str) -> Any:
-    try:
-        return json.loads(storage.read_text(uri))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{storage.redact(uri)}: invalid JSON ({exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{storage.redact(uri)}: not UTF-8 text ({exc})") from exc
-
-
-def _official_files(uri: str) -> dict:
-    files = storage.list_files(uri, suffixes=(".pth",), recursive=False)
-    found: dict = {}
-    for f in files:
-        name = storage.basename(f)
-        m = _HUB_FILE.match(name)
-        if not m:
-            continue
-        target = m.group("target")
-        if target in found:
-            raise DataError(f"{storage.redact(uri)}: two weights files for target '{target}': "
-                            f"{storage.basename(found[target])} and {name}")
-        found[target] = f
-    return found
-
-
-def _official_meta(uri: str, files: dict, states: dict, legacy: dict) -> BundleMeta:
-    """BundleMeta of an official Open-Unmix folder: shapes from the state dicts; STFT and
-    sample rate from ``separator.json`` / ``<target>.json`` when present, else from the
-    Open-Unmix 1.0 entries of the weights (``legacy``), else 44.1 kHz, hop ``n_fft // 4``."""
-    sep: dict = {}
-    sep_uri = storage.join(uri, "separator.json")
-    if storage.exists(sep_uri):
-        loaded = _read_json(sep_uri)
-        if isinstance(loaded, dict):
-            sep = loaded
-    target_args: dict = {}
-    for target in states:
-        t_uri = storage.join(uri, f"{target}.json")
-        if storage.exists(t_uri):
-            loaded = _read_json(t_uri)
-            if isinstance(loaded, dict):
-                args = loaded.get("args", loaded)
-                if isinstance(args, dict):
-                    target_args[target] = args
-
-    hparams = {t: infer_umx_hparams(s, storage.redact(files[t])) for t, s in states.items()}
-    first_t = next(iter(hparams))
-    first = hparams[first_t]
-    nb_bins = first["nb_bins"]
-    # STFT settings are shared by all targets: take them from the first <target>.json present
-    args0 = target_args.get(first_t) or next(iter(target_args.values()), {})
-    n_fft = int(sep.get("nfft", args0.get("nfft", legacy.get("n_fft", (nb_bins - 1) * 2))))
-    n_hop = int(sep.get("nhop", args0.get("nhop", n_fft // 4)))
-    rate = float(sep.get("sample_rate", sep.get("rate", args0.get("sample_rate", args0.get(
-        "rate", legacy.get("sample_rate", 44100.0))))))
-    bandwidth = args0.get("bandwidth")
-    meta = BundleMeta(model="umx", targets=list(states), sample_rate=rate, n_fft=n_fft, n_hop=n_hop,
-                      bandwidth=float(bandwidth) if bandwidth is not None else None, source="openunmix")
-    for t, hp in hparams.items():
-        if hp["nb_bins"] != meta.nb_bins:
-            raise DataError(f"{storage.redact(files[t])}: has {hp['nb_bins']} output bins but the folder's "
-                            f"n_fft={n_fft} gives {meta.nb_bins}")
-        if hp != first:
-            meta.target_kwargs[t] = {k: v for k, v in hp.items() if first.get(k) != v}
-    meta.model_kwargs = dict(first)
-    meta.nb_channels = first["nb_channels"]
-    meta.max_bin = first["max_bin"]
-    meta.hidden_size = first["hidden_size"]
-    meta.nb_layers = first["nb_layers"]
-    if sep or target_args:
-        meta.extra["openunmix"] = {"separator": sep, "args": target_args}
-    meta.validate(f"{storage.redact(uri)} (Open-Unmix folder)")
-    return meta
 
 
 def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
@@ -476,13 +351,11 @@ def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
     """Load a separator bundle folder (or a folder of official Open-Unmix ``.pth`` files).
 
     ``targets``: None (all), a list, or a comma-separated string. Models are built with
-    :func:`sepcluster.models.build_model`, loaded with ``strict=True``, moved to ``device``
+    :func:`sepcluster.models.registry.build_model`, loaded with ``strict=True``, moved to ``device``
     and put in eval mode. Errors: StorageError (folder missing), ConfigError (a requested
     target not in the bundle), DataError (no weights, corrupt file, digest mismatch, a state
     dict of another architecture: the message names the file and the key/shape).
     """
-    from . import build_model
-
     where = storage.redact(uri)
     if not storage.exists(uri):
         raise StorageError(f"{where}: separator bundle folder not found")
@@ -493,10 +366,10 @@ def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
 
     json_uri = storage.join(uri, BUNDLE_JSON)
     if storage.exists(json_uri):
-        meta = BundleMeta.from_dict(_read_json(json_uri), where=f"{where}/{BUNDLE_JSON}")
-        if meta.model not in _model_registry():
+        meta = BundleMeta.from_dict(read_json(json_uri), where=f"{where}/{BUNDLE_JSON}")
+        if meta.model not in model_names():
             raise DataError(f"{where}/{BUNDLE_JSON}: unknown model '{meta.model}' "
-                            f"(this sepcluster knows {', '.join(_model_registry())})")
+                            f"(this sepcluster knows {', '.join(model_names())})")
         available = list(meta.targets)
         chosen = available if wanted is None else wanted
         _check_wanted(chosen, available, where)
@@ -522,7 +395,7 @@ def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
             models[t] = _finish(model, state, storage.redact(file_uri), device)
         return SeparatorBundle(uri=uri, meta=meta, models=models)
 
-    files = _official_files(uri)
+    files = official_files(uri)
     if not files:
         raise DataError(f"{where}: no {BUNDLE_JSON} and no <target>.pth weights files: not a separator bundle")
     available = sorted(files)
@@ -534,7 +407,8 @@ def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
         digests[t] = hashlib.sha256(data).hexdigest()
         states[t], found = strip_legacy_umx_keys(_load_state(data, storage.redact(files[t])))
         legacy.update({k: v for k, v in found.items() if k not in legacy})
-    meta = _official_meta(uri, files, states, legacy)
+    meta = BundleMeta(**official_meta(uri, files, states, legacy))
+    meta.validate(f"{where} (Open-Unmix folder)")
     for t in chosen:
         meta.weights[t] = {"file": storage.basename(files[t]), "sha256": digests[t]}
     models = {}

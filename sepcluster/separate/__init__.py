@@ -1,9 +1,11 @@
 """The ``separate`` job: separate music catalogs with Ray Data in bounded memory.
 
-Modules: ``wiener`` (multichannel Wiener filter with EM, torch), ``chunks`` (chunked,
-streaming separation of one track), ``inputs`` (listing, naming, block decoding),
-``oracle`` (ideal ratio masks), ``catalog`` (Parquet rows, resume), ``pipeline`` (Ray Data),
-``cli``. The names below are imported lazily, so ``import sepcluster.separate`` stays light.
+Modules: ``estimators`` (what runs on each chunk: a bundle's models + the Wiener filter, the
+IRM oracle), ``engine`` (chunked, streaming separation of one track; its pieces in
+``chunking`` and ``istft``), ``wiener`` (multichannel Wiener filter with EM, torch),
+``inputs`` (listing, naming, block decoding), ``oracle`` (ideal ratio masks),
+``catalog`` (Parquet rows, resume), ``pipeline`` (Ray Data), ``cli``. The names below are
+imported lazily, so ``import sepcluster.separate`` stays light.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import importlib
 
 _LAZY = {
     "separate": ".pipeline", "SeparateSummary": ".pipeline",
-    "separate_track": ".chunks", "separate_file": ".chunks", "make_estimator": ".chunks",
+    "separate_track": ".engine", "separate_file": ".engine", "make_estimator": ".estimators",
     "wiener": ".wiener", "IdealRatioMask": ".oracle", "list_inputs": ".inputs", "safe_name": ".inputs",
 }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import ListOption
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``separate`` options to ``parser``."""
@@ -11,14 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--input", required=True, metavar="SRC",
                      help="a folder or s3:// prefix (recursive), a Parquet/CSV manifest (column uri), "
                           "a MUSDB root (with --subset) or one audio file")
-    src.add_argument("--subset", help="MUSDB subset(s) of a MUSDB root: train, test or train,test")
+    src.add_argument("--subset", nargs="+", action=ListOption,
+                     help="MUSDB subset(s) of a MUSDB root: train, test or train,test")
     src.add_argument("--limit", type=int, help="only the first N inputs")
     how = parser.add_argument_group("separator")
     sep = how.add_mutually_exclusive_group()
     sep.add_argument("--model", metavar="BUNDLE", help="separator bundle (folder URI)")
     sep.add_argument("--oracle", choices=["irm", "irm1", "irm2"],
                      help="ideal ratio masks from the reference stems of MUSDB-layout inputs (no model)")
-    how.add_argument("--targets", help="comma-separated targets (default: all of the bundle / oracle)")
+    how.add_argument("--targets", nargs="+", action=ListOption,
+                     help="targets, comma-separated (default: all of the bundle / oracle)")
     how.add_argument("--niter", type=int, default=1, help="Wiener EM iterations (default 1)")
     how.add_argument("--softmask", action="store_true", help="ratio masks as the Wiener filter's initial estimate")
     how.add_argument("--residual", action="store_true",
@@ -51,7 +55,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     summary = separate(model=args.model, input=args.input, out=args.out, targets=args.targets, format=args.format,
                        bits=args.bits, niter=args.niter, softmask=args.softmask, residual=args.residual,
-                       oracle=args.oracle, subset=args.subset, overwrite=args.overwrite, downmix=args.downmix,
+                       oracle=args.oracle, subsets=args.subset, overwrite=args.overwrite, downmix=args.downmix,
                        address=args.address, device=args.device, chunk_seconds=args.chunk_seconds or None,
                        overlap_seconds=args.overlap_seconds, batch_chunks=args.batch_chunks,
                        num_actors=args.num_actors, inline_seconds=args.inline_seconds, double=args.double,

@@ -1,4 +1,4 @@
-"""What to separate: listing the inputs, naming the outputs, and decoding in blocks.
+"""What to separate: the tracks of an input (through :mod:`sepcluster.datasets`) and their output names.
 
 Sources (``list_inputs``):
 
@@ -11,7 +11,7 @@ Sources (``list_inputs``):
 - a Parquet or CSV manifest with a column ``uri`` (or ``path``, ``source``, ``source_uri``,
   ``file``) and optional ``name`` and ``stream`` columns; relative paths are relative to the
   manifest's folder. Rows whose format is unsupported are kept (they become error rows).
-- a MUSDB root with ``subset`` (``train``, ``test`` or ``train,test``): ``<root>/<subset>/``
+- a MUSDB root with ``subsets`` (``["test"]``, ``["train", "test"]``): ``<root>/<subset>/``
   holding track folders (MUSDB18-HQ) or ``*.stem.mp4`` files (MUSDB18).
 - a single audio file.
 
@@ -21,19 +21,15 @@ Decoding in blocks is :mod:`sepcluster.audiostream`.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
-from sepcluster import audio, storage
+from sepcluster import storage
+from sepcluster.datasets import folders, manifest, musdb
 from sepcluster.errors import DataError
 
-REFERENCE_NAMES = ("vocals", "drums", "bass", "other")
-MANIFEST_SUFFIXES = (".parquet", ".csv")
-_URI_COLUMNS = ("uri", "path", "source", "source_uri", "file")
-_STEM_MP4 = ".stem.mp4"
 RESERVED_NAMES = {"catalog.parquet", "catalog", "summary.json"}
 
 
@@ -59,183 +55,58 @@ class TrackInput:
         """Identity of the input in the catalog (``uri`` or ``uri#stream``)."""
         return source_key(self.source_uri, self.stream)
 
+    @classmethod
+    def from_files(cls, track: folders.TrackFiles) -> "TrackInput":
+        """The input for a listed track: its mixture, with its stems as references."""
+        uri, stream = track.mixture
+        return cls(source_uri=uri, name=track.name, stream=int(stream), references=dict(track.stems),
+                   subset=track.subset, error=track.error)
+
 
 def source_key(uri: str, stream: int = 0) -> str:
     return f"{uri}#{int(stream)}" if int(stream) else str(uri)
 
 
-def _lower(uri: str) -> str:
-    return storage.basename(uri).lower()
+raw_track_name = folders.track_name_of
 
 
-def is_stem_mp4(uri: str) -> bool:
-    return _lower(uri).endswith(_STEM_MP4)
-
-
-def is_audio(uri: str) -> bool:
-    return _lower(uri).endswith(tuple(audio.AUDIO_SUFFIXES))
-
-
-def _stem_of(uri: str) -> str:
-    base = storage.basename(uri)
-    if base.lower().endswith(_STEM_MP4):
-        return base[: -len(_STEM_MP4)]
-    root, _ext = os.path.splitext(base)
-    return root or base
-
-
-def raw_track_name(uri: str) -> str:
-    """The track name of an input: the folder of a ``mixture.<ext>``, the name of a
-    ``.stem.mp4`` without that suffix, otherwise the file name without its extension."""
-    stem = _stem_of(uri)
-    if stem.lower() == "mixture":
-        return storage.basename(storage.parent(uri)) or stem
-    return stem
-
-
-def _stem_mp4_references(uri: str) -> dict:
-    return {name: (uri, audio.STEM_MP4_STREAMS.index(name)) for name in REFERENCE_NAMES}
-
-
-def _folder_track(mixture_uri: str, siblings: dict) -> TrackInput:
-    refs = {}
-    for name in REFERENCE_NAMES:
-        if name in siblings:
-            refs[name] = (siblings[name], 0)
-    return TrackInput(source_uri=mixture_uri, name=raw_track_name(mixture_uri), references=refs)
-
-
-def _from_files(files: list) -> list:
-    """Group listed audio files into tracks (MUSDB-HQ folders, stem files, plain files)."""
-    by_folder: dict = {}
-    for f in files:
-        by_folder.setdefault(storage.parent(f), []).append(f)
-    tracks = []
-    for folder in sorted(by_folder):
-        members = by_folder[folder]
-        stems = {}
-        for f in members:
-            s = _stem_of(f).lower()
-            if s in REFERENCE_NAMES + ("mixture", "accompaniment", "linear_mixture") and not is_stem_mp4(f):
-                stems.setdefault(s, f)
-        mixture = stems.get("mixture")
-        for f in members:
-            s = _stem_of(f).lower()
-            if mixture is not None and not is_stem_mp4(f) and s in stems and stems[s] == f:
-                if f == mixture:
-                    tracks.append(_folder_track(f, stems))
-                continue  # a reference stem of a MUSDB-HQ track folder, not an input
-            if is_stem_mp4(f):
-                tracks.append(TrackInput(source_uri=f, name=raw_track_name(f), references=_stem_mp4_references(f)))
-            else:
-                tracks.append(TrackInput(source_uri=f, name=raw_track_name(f)))
-    return tracks
-
-
-def _read_manifest(uri: str) -> list:
-    import csv
-    import io
-
-    where = storage.redact(uri)
-    try:
-        if _lower(uri).endswith(".parquet"):
-            table = storage.read_parquet(uri)
-            columns, rows = table.column_names, table.to_pylist()
-        else:  # every CSV field is text (a name like "007" stays "007")
-            reader = csv.DictReader(io.StringIO(storage.read_text(uri)))
-            rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in reader]
-            columns = list(reader.fieldnames or [])
-    except FileNotFoundError as exc:
-        raise DataError(f"{where}: manifest not found") from exc
-    except Exception as exc:  # noqa: BLE001 - any parse problem is a bad manifest
-        raise DataError(f"{where}: cannot read the manifest ({type(exc).__name__}: {exc})") from exc
-    cols = {c.lower(): c for c in columns}
-    uri_col = next((cols[c] for c in _URI_COLUMNS if c in cols), None)
-    if uri_col is None:
-        raise DataError(f"{where}: the manifest needs a column named one of {', '.join(_URI_COLUMNS)} "
-                        f"(has {', '.join(columns) or 'none'})")
-    base = storage.parent(uri)
-    name_col = cols.get("name") or cols.get("track")
-    stream_col = cols.get("stream")
-    tracks = []
-    for i, row in enumerate(rows):
-        value = row.get(uri_col)
-        if value is None or not str(value).strip():
-            tracks.append(TrackInput(source_uri=f"{uri}#row{i}", name=f"row{i}",
-                                     error=f"{where}: row {i} has an empty '{uri_col}'"))
-            continue
-        src = str(value).strip()
-        if not (storage.is_remote(src) or src.startswith("file://") or os.path.isabs(src)):
-            src = storage.join(base, src)
-        stream = 0
-        if stream_col and row.get(stream_col) not in (None, ""):
-            try:
-                stream = int(row[stream_col])
-            except (TypeError, ValueError):
-                tracks.append(TrackInput(source_uri=src, name=raw_track_name(src),
-                                         error=f"{where}: row {i}: stream {row[stream_col]!r} is not an integer"))
-                continue
-        name = str(row[name_col]).strip() if name_col and row.get(name_col) not in (None, "") else raw_track_name(src)
-        if not is_audio(src):
-            tracks.append(TrackInput(source_uri=src, name=name, stream=stream,
-                                     error=f"{storage.redact(src)}: unsupported audio format "
-                                           f"'{os.path.splitext(src)[1] or '(none)'}' (supported: "
-                                           f"{', '.join(audio.AUDIO_SUFFIXES)})"))
-            continue
-        refs = _stem_mp4_references(src) if is_stem_mp4(src) and stream == 0 else {}
-        tracks.append(TrackInput(source_uri=src, name=name, stream=stream, references=refs))
-    return tracks
-
-
-def _musdb_root(root: str, subset: str) -> list:
-    subsets = [s.strip() for s in str(subset).split(",") if s.strip()]
-    if not subsets:
-        raise DataError(f"{storage.redact(root)}: --subset is empty (use train, test or train,test)")
-    tracks = []
-    for s in subsets:
-        folder = storage.join(root, s)
-        if not storage.isdir(folder):
-            raise DataError(f"{storage.redact(root)}: no '{s}' subset folder (expected {storage.redact(folder)} "
-                            f"holding MUSDB track folders or .stem.mp4 files)")
-        found = _from_files(storage.list_files(folder, suffixes=audio.AUDIO_SUFFIXES, recursive=True))
-        found = [t for t in found if t.references or is_stem_mp4(t.source_uri)]
-        for t in found:
-            t.subset = s
-        tracks.extend(found)
+def _musdb_inputs(root: str, subsets: Iterable[str]) -> list:
+    """MUSDB tracks that have a mixture to separate (stem files, or track folders with a mixture)."""
+    tracks = [TrackInput.from_files(t) for t in musdb.list_musdb(root, subsets) if t.mixture]
     if not tracks:
-        raise DataError(f"{storage.redact(root)}: no MUSDB tracks in subset {subset}")
+        raise DataError(f"{storage.redact(root)}: no MUSDB tracks in subset {','.join(subsets)}")
     return tracks
 
 
-def list_inputs(src: str, subset: Optional[str] = None) -> list:
+def _manifest_inputs(src: str) -> list:
+    tracks, seen = [], set()
+    for t in map(TrackInput.from_files, manifest.read_manifest(src)):  # a source listed twice is separated once
+        if t.key not in seen:
+            seen.add(t.key)
+            tracks.append(t)
+    if not tracks:
+        raise DataError(f"{storage.redact(src)}: the manifest lists no inputs")
+    return tracks
+
+
+def list_inputs(src: str, subsets: Optional[Iterable[str]] = None) -> list:
     """List the tracks of ``src`` (see the module docstring) as :class:`TrackInput`, sorted by
-    source. Raises DataError/StorageError naming ``src`` when it is missing or holds nothing."""
+    source. ``subsets``: read ``src`` as a MUSDB root. Raises DataError/StorageError naming
+    ``src`` when it is missing or holds nothing."""
     where = storage.redact(src)
-    if subset:
-        return _musdb_root(src, subset)
+    if subsets:
+        return _musdb_inputs(src, list(subsets))
     if not storage.exists(src):
         raise DataError(f"{where}: input not found")
     if storage.isdir(src):
-        files = storage.list_files(src, suffixes=audio.AUDIO_SUFFIXES, recursive=True)
-        tracks = _from_files(files)
-        if not tracks:
-            raise DataError(f"{where}: no audio files ({', '.join(audio.AUDIO_SUFFIXES)}) in this folder")
-        return sorted(tracks, key=lambda t: t.key)
-    if _lower(src).endswith(MANIFEST_SUFFIXES):
-        tracks, seen = [], set()
-        for t in _read_manifest(src):  # a source listed twice is separated once
-            if t.key not in seen:
-                seen.add(t.key)
-                tracks.append(t)
-        if not tracks:
-            raise DataError(f"{where}: the manifest lists no inputs")
-        return tracks
-    if is_stem_mp4(src):
-        return [TrackInput(source_uri=src, name=raw_track_name(src), references=_stem_mp4_references(src))]
-    if _stem_of(src).lower() == "mixture":  # one MUSDB-HQ track: its references are the siblings
-        siblings = storage.list_files(storage.parent(src), suffixes=audio.AUDIO_SUFFIXES, recursive=False)
-        return [t for t in _from_files(siblings) if t.source_uri == src]
-    if not is_audio(src):
+        return sorted(map(TrackInput.from_files, folders.list_catalog(src)), key=lambda t: t.key)
+    if manifest.is_manifest(src):
+        return _manifest_inputs(src)
+    if folders.is_stem_mp4(src):
+        return [TrackInput(source_uri=src, name=raw_track_name(src), references=folders.stem_mp4_streams(src))]
+    if folders.file_stem(src).lower() == folders.MIXTURE_NAME:  # one MUSDB-HQ track: its siblings are references
+        return [TrackInput.from_files(t) for t in folders.track_of_mixture_file(src)]
+    if not folders.is_audio(src):
         raise DataError(f"{where}: unsupported input (a folder, an s3:// prefix, a .parquet/.csv manifest, "
                         f"a MUSDB root with --subset, or an audio file)")
     return [TrackInput(source_uri=src, name=raw_track_name(src))]

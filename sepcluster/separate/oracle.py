@@ -15,21 +15,20 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import torch
 
+from sepcluster.datasets import MUSDB_SOURCES as REFERENCE_NAMES
 from sepcluster.errors import ConfigError
 
-from .chunks import RESIDUAL_NAME, Estimator
-from .inputs import REFERENCE_NAMES
-from .wiener import softmask_estimates
+from .estimators import IRMEstimator
 
 ORACLES = {"irm": 1.0, "irm1": 1.0, "irm2": 2.0}
 
 
 class IdealRatioMask:
     """The IRM oracle. ``references``: reference name -> ``float32 (samples, channels)``
-    arrays, needed only by :func:`sepcluster.separate.chunks.separate_track` (the pipeline
-    streams the stems from files). ``power``: 1 (IRM1) or 2 (IRM2)."""
+    arrays, needed only by :func:`sepcluster.separate.engine.separate_track` (the pipeline
+    streams the stems from files). ``power``: 1 (IRM1) or 2 (IRM2). :meth:`estimator` makes
+    the :class:`~sepcluster.separate.estimators.IRMEstimator` the engine runs."""
 
     name = "irm"
 
@@ -52,44 +51,7 @@ class IdealRatioMask:
         oracle.name = key
         return oracle
 
-    def estimator(self, targets=None, residual: bool = False, eps: Optional[float] = 1e-10) -> "IRMEstimator":
+    def estimator(self, targets=None, residual: bool = False, eps: Optional[float] = 1e-10) -> IRMEstimator:
+        """The spectrogram estimator of this oracle for ``targets`` (default: the four stems)."""
         return IRMEstimator(targets=targets, residual=residual, power=self.power, eps=eps, n_fft=self.n_fft,
                             n_hop=self.n_hop, name=self.name)
-
-
-class IRMEstimator(Estimator):
-    """``separate_chunks(X (batch, channels, bins, frames), refs (batch, 4, channels, bins,
-    frames))`` -> ``(batch, targets [+ residual], channels, bins, frames)`` complex."""
-
-    def __init__(self, targets=None, residual: bool = False, power: float = 1.0, eps: Optional[float] = 1e-10,
-                 n_fft: int = 4096, n_hop: int = 1024, name: str = "irm"):
-        if targets is None:
-            targets = list(REFERENCE_NAMES)
-        elif isinstance(targets, str):
-            targets = [t.strip() for t in targets.split(",") if t.strip()]
-        unknown = [t for t in targets if t not in REFERENCE_NAMES]
-        if unknown:
-            raise ConfigError("targets", f"the oracle knows {', '.join(REFERENCE_NAMES)}, not '{unknown[0]}'")
-        self.targets = list(targets)
-        self.index = [REFERENCE_NAMES.index(t) for t in self.targets]
-        self.residual = bool(residual)
-        self.power = float(power)
-        self.eps = 1e-10 if eps is None else float(eps)
-        self.sample_rate = None
-        self.n_fft, self.n_hop = int(n_fft), int(n_hop)
-        self.nb_channels = None
-        self.references = tuple(REFERENCE_NAMES)
-        self.outputs = tuple(self.targets + ([RESIDUAL_NAME] if residual else []))
-        self.bundle_id = f"oracle:{name}"
-
-    @torch.inference_mode()
-    def separate_chunks(self, X: torch.Tensor, refs: Optional[torch.Tensor]) -> torch.Tensor:
-        if refs is None:
-            raise ConfigError("oracle", "the IRM oracle needs the reference stems")
-        V = refs.abs()
-        if self.power != 1.0:
-            V = V ** self.power
-        Y = softmask_estimates(V, X, self.eps)[:, self.index]
-        if self.residual:
-            Y = torch.cat([Y, (X - Y.sum(dim=1)).unsqueeze(1)], dim=1)
-        return Y

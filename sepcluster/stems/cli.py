@@ -16,6 +16,7 @@ import argparse
 import json
 
 from .. import storage
+from ..config import ListOption
 from ..errors import ConfigError
 
 ACTIONS = ("prepare", "synth")
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--subset", default="train", choices=("train", "test"), help="MUSDB18 subset (default train)")
     src.add_argument("--split", default=None, choices=("train", "valid"),
                      help="musdb's train/validation split of the train subset (default: all of it)")
-    src.add_argument("--labels", default=None,
+    src.add_argument("--labels", nargs="+", action=ListOption, default=None,
                      help="comma-separated labels to keep (default: all four for MUSDB18, all found for --folders)")
     src.add_argument("--bits", type=int, default=16, choices=(16, 24, 32), help="WAV sample format (32 = float)")
     syn = parser.add_argument_group("synth")
@@ -45,28 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     syn.add_argument("--channels", type=int, default=2, choices=(1, 2), help="1 (mono) or 2 (stereo, default)")
 
 
-def _labels(value) -> list[str] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``prepare`` or ``synth`` from parsed arguments; prints a JSON summary; returns 0."""
     if not args.out:
         raise ConfigError("--out", "is required: the stem library folder to write")
-    labels = _labels(getattr(args, "labels", None))
+    labels = getattr(args, "labels", None)
     if args.action == "prepare":
+        from ..datasets import MUSDB_SOURCES
         from .prepare import prepare_folders, prepare_musdb
-        from .synth import LABELS
 
         if bool(args.musdb) == bool(args.folders):
             raise ConfigError("--musdb/--folders", "give exactly one source: --musdb ROOT or --folders ROOT")
         if args.musdb:
             info = prepare_musdb(args.musdb, args.out, subset=args.subset, is_wav=args.is_wav, split=args.split,
-                                 labels=labels or LABELS, bits=args.bits)
+                                 labels=labels or MUSDB_SOURCES, bits=args.bits)
         else:
             if args.is_wav or args.split:
                 raise ConfigError("--is-wav/--split", "only apply to --musdb")

@@ -26,14 +26,14 @@ import numpy as np
 
 from .. import storage
 from ..errors import AudioError, ConfigError, DataError, SepclusterError
-from .synth import LABELS, LIBRARY_FILE
+from ..datasets import MUSDB_SOURCES
+from ..datasets.folders import read_track_folder
+from ..datasets.library import LIBRARY_FILE
 
 log = logging.getLogger(__name__)
 
 MUSDB_SUBSETS = ("train", "test")
 MUSDB_SPLITS = ("train", "valid")
-FOLDER_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg")
-SKIPPED_NAMES = ("mixture",)
 _UNSAFE = ("/", "\\", "\0", ":", "*", "?", '"', "<", ">", "|")
 
 
@@ -97,7 +97,7 @@ def _write_info(out_dir: str, info: dict) -> None:
 
 
 def prepare_musdb(root: str, out_dir: str, subset: str = "train", is_wav: bool = False, split: str | None = None,
-                  labels=LABELS, bits: int = 16) -> dict:
+                  labels=MUSDB_SOURCES, bits: int = 16) -> dict:
     """Write the stems of a MUSDB18 subset as a Scaper stem library.
 
     ``root`` (local) holds ``<subset>/*.stem.mp4`` (``is_wav=False``, decoded with ffmpeg
@@ -116,9 +116,9 @@ def prepare_musdb(root: str, out_dir: str, subset: str = "train", is_wav: bool =
     if split is not None and subset != "train":
         raise ConfigError("split", f"only applies to subset 'train', not {subset!r}")
     labels = list(labels)
-    unknown = [lb for lb in labels if lb not in LABELS]
+    unknown = [lb for lb in labels if lb not in MUSDB_SOURCES]
     if unknown or not labels:
-        raise ConfigError("labels", f"MUSDB18 has the stems {', '.join(LABELS)}; got {labels!r}")
+        raise ConfigError("labels", f"MUSDB18 has the stems {', '.join(MUSDB_SOURCES)}; got {labels!r}")
     if storage.is_remote(root) or str(root).startswith("file://"):
         if storage.is_remote(root):
             raise ConfigError("musdb", f"{storage.redact(root)}: the MUSDB18 root must be a local folder")
@@ -181,8 +181,8 @@ def prepare_musdb(root: str, out_dir: str, subset: str = "train", is_wav: bool =
 def prepare_folders(root: str, out_dir: str, labels=None, bits: int = 16) -> dict:
     """Write a ``root/<song>/<label>.wav`` tree as a Scaper stem library.
 
-    Labels are the audio file names found (``.wav``, ``.flac``, ``.aif(f)``, ``.ogg``) except
-    ``mixture``; pass ``labels`` to keep only those (each song must then have all of them).
+    Labels are the audio file names found (:func:`sepcluster.datasets.folders.read_track_folder`)
+    except ``mixture``; pass ``labels`` to keep only those (each song must then have all of them).
     Stems of one song must share a sample rate; shorter ones are padded with silence to the
     longest. ``root`` and ``out_dir`` may be local paths or URIs. Writes
     ``out_dir/foreground/<label>/<song>.wav`` (``(samples, channels)``), an empty
@@ -198,16 +198,7 @@ def prepare_folders(root: str, out_dir: str, labels=None, bits: int = 16) -> dic
         raise ConfigError("labels", "is empty: name at least one label or leave it out")
     songs: list[tuple[str, dict[str, str]]] = []
     for folder in storage.list_dirs(root):
-        files = storage.list_files(folder, suffixes=FOLDER_SUFFIXES, recursive=False)
-        found: dict[str, str] = {}
-        for f in files:
-            label = os.path.splitext(storage.basename(f))[0]
-            if label.lower() in SKIPPED_NAMES:
-                continue
-            if label in found:
-                raise DataError(f"{storage.redact(folder)}: two files for label '{label}' "
-                                f"({storage.basename(found[label])}, {storage.basename(f)})")
-            found[label] = f
+        found = {label: ref[0] for label, ref in read_track_folder(folder).stems.items()}
         if wanted is not None:
             missing = [lb for lb in wanted if lb not in found]
             if missing and found:

@@ -3,7 +3,12 @@
 * :func:`train` (runner): one TorchTrainer per target, resumable, logged, writes a bundle.
 * :class:`TrainConfig` / :func:`load_train_config` (config): the flat, checked YAML config.
 * :mod:`~sepcluster.train.data`: the three data sources (Parquet, on-the-fly, stem library).
-* :mod:`~sepcluster.train.loop`: the per-worker ``train_func`` and its plain step functions.
+* :mod:`~sepcluster.train.loop`: the per-worker ``train_func`` (Ray Train), read as the recipe.
+* :mod:`~sepcluster.train.epoch`: the plain steps (one epoch, validation, statistics, early
+  stopping), usable without Ray.
+* :mod:`~sepcluster.train.distributed`: rank/world/device, collectives, Ray Train's session.
+* :mod:`~sepcluster.train.checkpoint`: :class:`TrainState`, the checkpoint files (``state.pt``,
+  ``meta.json``).
 * :func:`evaluate_heldout` (quality): SI-SDR improvement of a bundle on held-out songs.
 
 Imports are lazy so ``import sepcluster.train`` stays light (no torch or ray).
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 from .config import TrainConfig, load_train_config
 
-__all__ = ["TrainConfig", "load_train_config", "train", "TrainResult", "evaluate_heldout"]
+__all__ = ["TrainConfig", "load_train_config", "train", "TrainResult", "TargetResult", "TrainState", "evaluate_heldout"]
 
 
 def __getattr__(name: str):
@@ -21,6 +26,10 @@ def __getattr__(name: str):
         from . import runner
 
         return getattr(runner, name)
+    if name == "TrainState":
+        from .checkpoint import TrainState
+
+        return TrainState
     if name == "evaluate_heldout":
         from .quality import evaluate_heldout
 

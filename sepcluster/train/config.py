@@ -5,6 +5,15 @@ file works as ``sepcluster train --config C.yaml`` and as ``train(config="C.yaml
 out of range raises :class:`~sepcluster.errors.ConfigError` naming the field, before any
 worker starts. Unknown keys are refused (typos would otherwise be silently ignored).
 
+The YAML is flat: ``model: umx`` and the model's own options (``hidden_size: 32``) sit beside
+the general fields. :class:`TrainConfig` keeps the model's options apart, in
+``model_options``, checked against the family's entry in :mod:`sepcluster.models.registry`
+(its options, their ranges, the constructor's parameters). A key that is neither a general
+field nor an option of the chosen family is refused, with one exception kept for the
+recorded configs: :meth:`TrainConfig.to_dict` (checkpoints, bundles, MLflow params, default run
+names) has always carried the options of both ``umx`` and ``unet`` whatever the model, so
+those keys are accepted at their defaults.
+
 Defaults follow Open-Unmix's training recipe (Adam 1e-3, weight decay 1e-5, plateau decay
 0.3 after 80 epochs, early stopping after 140, 6 s excerpts, batches of 16, n_fft 4096, hop
 1024, 16 kHz bandwidth).
@@ -12,27 +21,30 @@ Defaults follow Open-Unmix's training recipe (Adam 1e-3, weight decay 1e-5, plat
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import storage
 from ..config import load_yaml
 from ..errors import ConfigError
 
-MODELS = ("umx", "unet")
 SOURCES = ("auto", "parquet", "onthefly", "stems")
-LOSSES = ("mse", "l1", "si_sdr")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The families whose options every recorded config dict carries (see the module docstring).
+RECORDED_FAMILIES = ("umx", "unet")
 
 
 @dataclass
 class TrainConfig:
     """Hyper-parameters and data handling of one training run (one model per target).
 
-    Model: ``model`` (umx | unet); umx: ``hidden_size``, ``nb_layers``, ``unidirectional``;
-    unet: ``base_channels``, ``depth``.
+    Model: ``model`` (a family of :mod:`sepcluster.models.registry`: umx | unet) and
+    ``model_options``, that family's own options (umx: ``hidden_size``, ``nb_layers``,
+    ``unidirectional``; unet: ``base_channels``, ``depth``), every option present (defaults
+    filled in from the registry).
     Signal: ``sample_rate`` (None = the data's), ``nb_channels`` (None = the data's),
     ``n_fft``, ``n_hop``, ``bandwidth`` (Hz fed to the network; None = all bins).
     Data: ``source`` (auto | parquet | onthefly | stems), ``stems`` (stem library for an
@@ -49,7 +61,8 @@ class TrainConfig:
     ``stats_batches`` (batches for the input mean/scale; 0 = none).
     Optimisation: ``epochs``, ``lr``, ``weight_decay``, ``lr_decay_patience``,
     ``lr_decay_gamma``, ``patience`` (early stopping, epochs without a better validation
-    loss), ``clip_grad_norm`` (None = off), ``loss`` (mse | l1 | si_sdr), ``precision``
+    loss), ``clip_grad_norm`` (None = off), ``loss`` (a name of
+    :data:`sepcluster.models.losses.LOSSES`: mse | l1 | si_sdr), ``precision``
     (auto = bf16 on CUDA if supported else fp16, fp32 on CPU).
     Fault tolerance: ``max_failures`` (worker-group restarts from the last checkpoint),
     ``num_to_keep`` (checkpoints kept), ``cpus_per_worker``.
@@ -57,11 +70,7 @@ class TrainConfig:
 
     # model
     model: str = "umx"
-    hidden_size: int = 512
-    nb_layers: int = 3
-    unidirectional: bool = False
-    base_channels: int = 16
-    depth: int = 4
+    model_options: dict = field(default_factory=dict)
     # signal
     sample_rate: Optional[int] = None
     nb_channels: Optional[int] = None
@@ -103,44 +112,71 @@ class TrainConfig:
     num_to_keep: int = 2
     cpus_per_worker: float = 1.0
 
+    def __post_init__(self) -> None:
+        # every option of the family present, in its order (an unknown family is left to validate())
+        family = _family(self.model)
+        if family is not None:
+            options = dict(self.model_options)
+            self.model_options = {k: options.pop(k, default) for k, default in family.options.items()}
+            self.model_options.update(options)  # not options of this family: validate() refuses them
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "") -> "TrainConfig":
-        """Build and check a config from a mapping; ``None`` values mean "the default".
+        """Build and check a config from a flat mapping; ``None`` values mean "the default".
 
-        Strings are accepted for numbers and booleans (command-line values). Raises
-        ConfigError naming the field (prefixed with ``where``, e.g. the YAML file).
+        Keys are general fields or options of the chosen ``model`` (a ``model_options``
+        mapping is accepted too). Strings are accepted for numbers and booleans
+        (command-line values). Raises ConfigError naming the field (prefixed with ``where``,
+        e.g. the YAML file).
         """
-        data = dict(data or {})
         prefix = f"{where}: " if where else ""
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        for key in data:
-            if key.replace("-", "_") not in names:
-                raise ConfigError(f"{prefix}{key}", f"unknown training option (allowed: {', '.join(sorted(names))})")
-        values = {}
-        for key, value in data.items():
-            name = key.replace("-", "_")
-            if value is None:
+        data = {str(k).replace("-", "_"): v for k, v in (data or {}).items()}
+        general = {f.name: f for f in config_fields()}
+        model = _coerce(data["model"], str(general["model"].type), f"{prefix}model") \
+            if data.get("model") is not None else cls.model
+        family = _family(model)
+        if family is None:
+            raise ConfigError(f"{prefix}model", f"must be one of {', '.join(_model_names())}, got {model!r}")
+        nested = data.pop("model_options", None) or {}
+        if not isinstance(nested, dict):
+            raise ConfigError(f"{prefix}model_options", f"must be a mapping, got {nested!r}")
+        values: dict[str, Any] = {"model": family.name}
+        options: dict[str, Any] = {}
+        for key, value in [*data.items(), *((str(k).replace("-", "_"), v) for k, v in nested.items())]:
+            if key == "model":
                 continue
-            values[name] = _coerce(value, names[name], f"{prefix}{name}")
-        cfg = cls(**values)
+            if key in general:
+                if value is not None:
+                    values[key] = _coerce(value, str(general[key].type), f"{prefix}{key}")
+            elif key in family.options:
+                if value is not None:
+                    options[key] = _coerce(value, family.option_kind(key), f"{prefix}{key}")
+            elif not _recorded_default(key, value):
+                allowed = sorted([*general, *family.options])
+                raise ConfigError(f"{prefix}{key}", f"unknown training option for model '{family.name}' "
+                                                    f"(allowed: {', '.join(allowed)})")
+        cfg = cls(model_options=options, **values)
         cfg.validate(where)
         return cfg
 
     def validate(self, where: str = "") -> None:
-        """Range-check every field; ConfigError names the first bad one."""
+        """Range-check every field and model option; ConfigError names the first bad one."""
+        from ..models.losses import LOSSES
+
         p = f"{where}: " if where else ""
 
         def need(cond: bool, name: str, problem: str) -> None:
             if not cond:
                 raise ConfigError(f"{p}{name}", f"{problem}, got {getattr(self, name)!r}")
 
-        need(self.model in MODELS, "model", f"must be one of {', '.join(MODELS)}")
-        need(self.hidden_size >= 2 and (self.unidirectional or self.hidden_size % 2 == 0), "hidden_size",
-             "must be an even integer >= 2")
-        need(1 <= self.nb_layers <= 16, "nb_layers", "must be in 1..16")
-        need(1 <= self.base_channels <= 1024, "base_channels", "must be in 1..1024")
-        need(1 <= self.depth <= 8, "depth", "must be in 1..8")
+        family = _family(self.model)
+        need(family is not None, "model", f"must be one of {', '.join(_model_names())}")
+        family.load()  # the options are parameters of the constructor (TypeError otherwise: a registry bug)
+        try:
+            family.complete_options(self.model_options)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}{exc.field}", exc.problem) from None
         need(self.sample_rate is None or 4000 <= self.sample_rate <= 192000, "sample_rate",
              "must be in 4000..192000 Hz (or null for the data's rate)")
         need(self.nb_channels is None or self.nb_channels in (1, 2), "nb_channels", "must be 1 or 2 (or null)")
@@ -183,28 +219,74 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ views
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The flat config as checkpoints, bundles and MLflow record it (and as :meth:`from_dict` reads it).
+
+        ``model``, the model options (for umx and unet: both families' options, the other
+        family's at their defaults, as always recorded), then the general fields.
+        """
+        out: dict[str, Any] = {"model": self.model, **self._recorded_options()}
+        for f in config_fields()[1:]:
+            out[f.name] = copy.deepcopy(getattr(self, f.name))
+        return out
+
+    def _recorded_options(self) -> dict:
+        if self.model not in RECORDED_FAMILIES:
+            return dict(self.model_options)
+        from ..models.registry import get_family
+
+        out: dict[str, Any] = {}
+        for name in RECORDED_FAMILIES:
+            family = get_family(name)
+            values = self.model_options if name == self.model else family.options
+            out.update({k: values[k] for k in family.options})
+        return out
 
     def model_kwargs(self, nb_channels: int, sample_rate: float) -> dict:
-        """Keyword arguments for :func:`sepcluster.models.build_model` (besides the name)."""
-        kw: dict[str, Any] = {"n_fft": self.n_fft, "sample_rate": float(sample_rate), "bandwidth": self.bandwidth,
-                              "nb_channels": int(nb_channels)}
-        if self.model == "umx":
-            kw.update(hidden_size=self.hidden_size, nb_layers=self.nb_layers, unidirectional=self.unidirectional)
-        else:
-            kw.update(base_channels=self.base_channels, depth=self.depth)
-        return kw
+        """Keyword arguments for :func:`sepcluster.models.registry.build_model` (besides the name)."""
+        return {"n_fft": self.n_fft, "sample_rate": float(sample_rate), "bandwidth": self.bandwidth,
+                "nb_channels": int(nb_channels), **self.model_options}
 
     def architecture(self) -> dict:
         """The fields that fix the network's shape (a checkpoint must match them to resume)."""
-        keys = ["model", "n_fft", "n_hop", "bandwidth"]
-        keys += ["hidden_size", "nb_layers", "unidirectional"] if self.model == "umx" else ["base_channels", "depth"]
-        return {k: getattr(self, k) for k in keys}
+        return {"model": self.model, "n_fft": self.n_fft, "n_hop": self.n_hop, "bandwidth": self.bandwidth,
+                **self.model_options}
 
 
-def _coerce(value: Any, fld: dataclasses.Field, name: str) -> Any:
-    """Turn a YAML or command-line value into the field's type (or raise ConfigError)."""
-    kind = str(fld.type)
+def _family(name: Any):
+    """The registry's family called ``name``, or None."""
+    from ..models.registry import get_family
+
+    try:
+        return get_family(name)
+    except ConfigError:
+        return None
+
+
+def _model_names() -> tuple[str, ...]:
+    from ..models.registry import model_names
+
+    return model_names()
+
+
+def _recorded_default(key: str, value: Any) -> bool:
+    """Whether ``key: value`` is another recorded family's option at its default (as :meth:`TrainConfig.to_dict`
+    writes it for a model of another family)."""
+    from ..models.registry import get_family
+
+    for name in RECORDED_FAMILIES:
+        family = get_family(name)
+        if key in family.options:
+            if value is None:
+                return True
+            try:
+                return _coerce(value, family.option_kind(key), key) == family.options[key]
+            except ConfigError:
+                return False
+    return False
+
+
+def _coerce(value: Any, kind: str, name: str) -> Any:
+    """Turn a YAML or command-line value into the type ``kind`` (an annotation's text), or raise ConfigError."""
     if isinstance(value, str) and value.strip().lower() in ("none", "null", "~", "") and "Optional" in kind:
         return None
     if "list" in kind:
@@ -256,7 +338,10 @@ def load_train_config(config: "TrainConfig | dict | str | None" = None, **overri
     if config is None:
         data: dict = {}
     elif isinstance(config, TrainConfig):
-        data = config.to_dict()
+        data = {"model": config.model, "model_options": dict(config.model_options),
+                **{f.name: getattr(config, f.name) for f in config_fields()[1:]}}
+        if overrides.get("model") not in (None, config.model):
+            data.pop("model_options")  # another family: its own defaults
     elif isinstance(config, dict):
         data = dict(config)
     elif isinstance(config, str):
@@ -271,8 +356,29 @@ def load_train_config(config: "TrainConfig | dict | str | None" = None, **overri
 
 
 def config_fields() -> list[dataclasses.Field]:
-    """The fields of :class:`TrainConfig` (the CLI adds one option per field)."""
-    return list(dataclasses.fields(TrainConfig))
+    """The general fields of :class:`TrainConfig` (``model`` first; ``model_options`` left out)."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.name != "model_options"]
 
 
-__all__ = ["TrainConfig", "load_train_config", "config_fields", "MODELS", "SOURCES", "LOSSES", "PRECISIONS"]
+def config_options() -> dict[str, str]:
+    """Every key a training config may hold -> its help text: the general fields, then every
+    registered family's options (the CLI adds one flag per key)."""
+    from ..models.registry import families, model_names
+
+    out = {}
+    for f in config_fields():
+        if f.name == "model":
+            out["model"] = f"one of {', '.join(model_names())}; default {f.default!r}"
+        else:
+            out[f.name] = f"default {f.default!r}" if f.default is not None else "default: from the data"
+    per_option: dict[str, list[str]] = {}
+    for family in families():
+        for name, default in family.options.items():
+            per_option.setdefault(name, []).append(f"{family.name}: default {default!r}")
+    for name, texts in per_option.items():
+        out.setdefault(name, "model option (" + "; ".join(texts) + ")")
+    return out
+
+
+__all__ = ["TrainConfig", "load_train_config", "config_fields", "config_options", "SOURCES", "PRECISIONS",
+           "RECORDED_FAMILIES"]

@@ -28,7 +28,8 @@ def evaluate_heldout(bundle: str, stems_dir: str, songs: Optional[Iterable[str]]
     import torch
 
     from ..models import load_bundle, si_sdr
-    from .data import AudioReader, fit_length, index_stems
+    from ..datasets.library import index_stems
+    from .stem_reader import AudioReader, fit_length
 
     b = load_bundle(bundle, targets=list(targets) if targets is not None else None)
     library = index_stems(stems_dir)
@@ -80,17 +81,19 @@ def main(argv: Optional[list] = None) -> int:
     import argparse
     import json
 
+    from ..config import ListOption
+
     parser = argparse.ArgumentParser(description="SI-SDR of a separator bundle on held-out songs of a stem "
                                                  "library, against the mixture-as-estimate baseline")
     parser.add_argument("bundle")
     parser.add_argument("stems")
-    parser.add_argument("--songs", help="comma-separated song names (default all)")
-    parser.add_argument("--targets", help="comma-separated targets (default the bundle's)")
+    parser.add_argument("--songs", nargs="+", action=ListOption, help="song names, comma-separated (default all)")
+    parser.add_argument("--targets", nargs="+", action=ListOption, help="targets, comma-separated (default the "
+                                                                         "bundle's)")
     parser.add_argument("--max-seconds", type=float)
     args = parser.parse_args(argv)
     report = evaluate_heldout(args.bundle, args.stems,
-                              songs=args.songs.split(",") if args.songs else None,
-                              targets=args.targets.split(",") if args.targets else None,
+                              songs=args.songs, targets=args.targets,
                               max_seconds=args.max_seconds)
     for t, r in report["targets"].items():
         print(f"{t}: SI-SDR {r['sisdr']:.2f} dB, mixture {r['mix_sisdr']:.2f} dB, improvement "

@@ -74,15 +74,29 @@ class TrainResult:
     data: dict
     heldout: Optional[dict] = None
 
+    def format(self) -> str:
+        """The console summary: the bundle, how to resume, and each target's training."""
+        lines = [f"bundle: {storage.redact(self.bundle)}",
+                 f"run name: {self.run_name} (rerun with --run-name {self.run_name} to resume)",
+                 f"mlflow run: {self.mlflow_run_id}"]
+        for t, r in self.targets.items():
+            line = (f"{t}: {r.epoch} epochs, best valid loss {r.best_valid_loss:.5g} at epoch {r.best_epoch}"
+                    f" ({r.stop_reason or 'stopped'})")
+            if r.heldout:
+                line += (f"; held-out SI-SDR {r.heldout['sisdr']:.2f} dB, {r.heldout['improvement']:+.2f} dB over "
+                         f"the mixture")
+            lines.append(line)
+        return "\n".join(lines)
+
 
 def parse_targets(targets: Union[str, Iterable[str], None]) -> list[str]:
-    """``"vocals,drums"`` or a list -> checked, de-duplicated list (ConfigError names ``targets``)."""
+    """A list of target names (or one name) -> checked, de-duplicated list (ConfigError names ``targets``)."""
     if targets is None:
-        raise ConfigError("targets", "is required (e.g. vocals,drums,bass,other)")
-    items = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else [str(t).strip() for t in targets]
+        raise ConfigError("targets", "is required (e.g. vocals, drums, bass, other)")
+    items = [targets.strip()] if isinstance(targets, str) else [str(t).strip() for t in targets]
     items = [t for t in items if t]
     if not items:
-        raise ConfigError("targets", "is empty (e.g. vocals,drums,bass,other)")
+        raise ConfigError("targets", "is empty (e.g. vocals, drums, bass, other)")
     for t in items:
         if not _TARGET_RE.match(t):
             raise ConfigError("targets", f"invalid target name {t!r} (letters, digits, _ . + -)")
@@ -115,18 +129,12 @@ def _ray_storage(storage_path: str) -> tuple[str, Any]:
 def latest_checkpoint(storage_path: str, ray_run: str) -> Optional[dict]:
     """The newest complete checkpoint of ``ray_run`` under ``storage_path`` (``{"uri", "meta"}``) or None.
 
-    See :func:`sepcluster.train.loop.newest_checkpoint`: this does not depend on Ray's run
+    See :meth:`sepcluster.train.checkpoint.TrainState.newest`: this does not depend on Ray's run
     snapshot, which the controller may not have written yet when a driver is interrupted.
     """
-    from .loop import newest_checkpoint
+    from .checkpoint import TrainState
 
-    return newest_checkpoint(storage.join(storage_path, ray_run))
-
-
-def _checkpoint_state(uri: str) -> dict:
-    from .loop import read_checkpoint_state
-
-    return read_checkpoint_state(uri)
+    return TrainState.newest(storage.join(storage_path, ray_run))
 
 
 def _check_resources(num_workers: int, use_gpu: bool, config: TrainConfig) -> None:
@@ -141,8 +149,40 @@ def _check_resources(num_workers: int, use_gpu: bool, config: TrainConfig) -> No
                                          f"CPUs, the Ray cluster has {cpus}")
 
 
-def _signal(config: TrainConfig, sample_rate: int, nb_channels: int) -> dict:
-    return {"sample_rate": int(sample_rate), "nb_channels": int(nb_channels)}
+@dataclass
+class _Plan:
+    """A checked training job, before any worker starts."""
+
+    data: str
+    config: TrainConfig
+    targets: list
+    spec: Any
+    sample_rate: int
+    nb_channels: int
+    num_workers: int
+    use_gpu: bool
+    run_name: str
+    storage_path: str
+    out: str
+    heldout: Optional[str]
+    heldout_songs: Optional[list]
+    resume: dict  # target -> {"uri", "meta"} of its newest complete checkpoint
+
+    @property
+    def architecture(self) -> dict:
+        return self.config.architecture()
+
+    @property
+    def signal(self) -> dict:
+        return {"sample_rate": int(self.sample_rate), "nb_channels": int(self.nb_channels)}
+
+    def params(self) -> dict:
+        """The parent MLflow run's params."""
+        return {"data": storage.redact(self.data), "targets": ",".join(self.targets), "num_workers": self.num_workers,
+                "use_gpu": self.use_gpu, "run_name": self.run_name, "storage_path": storage.redact(self.storage_path),
+                "bundle": storage.redact(self.out), "sample_rate": self.sample_rate, "nb_channels": self.nb_channels,
+                **{f"config.{k}": v for k, v in self.config.to_dict().items()},
+                **{f"data.{k}": v for k, v in self.spec.describe().items()}}
 
 
 def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Union[TrainConfig, dict, str, None] = None,
@@ -152,173 +192,190 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
     """Train one model per target on ``data`` and write a separator bundle.
 
     data: a generated dataset folder (Parquet), a recipe YAML (on-the-fly; set ``stems``) or a
-    stem library; local or ``s3://``. targets: ``"vocals,drums"`` or a list. config: a
+    stem library; local or ``s3://``. targets: a list of target names (or one name). config: a
     :class:`TrainConfig`, a mapping or a YAML file; ``overrides`` set single fields.
     num_workers/use_gpu: Ray Train ``ScalingConfig``. out: bundle folder (default
     ``<storage_path>/<run_name>/bundle``). run_name: reuse one to resume (default: derived from
     data, targets and config). storage_path: checkpoints (default
-    ``$SEPCLUSTER_HOME/train-runs``; local or ``s3://``). address: Ray address (default a
-    local Ray). heldout: a stem library of songs never trained on; the bundle's SI-SDR
-    improvement over the mixture on it is logged (``heldout_songs`` picks songs).
+    ``$SEPCLUSTER_HOME/train-runs``; local or ``s3://``). address: Ray address (default
+    ``RAY_ADDRESS``, else a local Ray; inside a Ray session already open, that one). heldout: a
+    stem library of songs never trained on; the bundle's SI-SDR improvement over the mixture on
+    it is logged (``heldout_songs`` picks songs).
 
     Raises ConfigError / DataError / StorageError before any worker starts on bad input.
     """
+    from .. import raycluster
+
     data, out, storage_path, heldout = (storage.absolute(u) for u in (data, out, storage_path, heldout))
-    from .. import raycluster, tracking
+    plan = _plan(str(data), targets, load_train_config(config, **overrides), num_workers, use_gpu, out, run_name,
+                 storage_path, heldout, heldout_songs)
+    with raycluster.session(address):
+        _check_resources(plan.num_workers, plan.use_gpu, plan.config)
+        return _run(plan)
+
+
+def _plan(data: str, targets, cfg: TrainConfig, num_workers: int, use_gpu: bool, out: Optional[str],
+          run_name: Optional[str], storage_path: Optional[str], heldout: Optional[str], heldout_songs) -> _Plan:
+    """Check everything that needs no Ray cluster (config, data, targets, held-out library, checkpoints to resume)."""
     from .data import resolve_data
 
-    cfg = load_train_config(config, **overrides)
     target_list = parse_targets(targets)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ConfigError("num_workers", f"must be an integer >= 1, got {num_workers!r}")
     if run_name is not None and not _RUN_NAME_RE.match(str(run_name)):
         raise ConfigError("run_name", f"must be letters, digits, '_', '-', '.' (at most 121), got {run_name!r}")
-    spec = resolve_data(str(data), cfg, target_list)
+    spec = resolve_data(data, cfg, target_list)
     sample_rate = int(cfg.sample_rate or spec.sample_rate)
     nb_channels = int(cfg.nb_channels or spec.channels)
+    _check_signal_and_data(cfg, spec, data, sample_rate, num_workers)
+    from .epoch import make_model
+
+    make_model(cfg, nb_channels, sample_rate)  # architecture arguments are valid (ConfigError otherwise)
+    if heldout is not None:
+        from ..datasets.library import index_stems
+
+        library = index_stems(heldout)
+        missing = [t for t in target_list if t not in library]
+        if missing:
+            raise ConfigError("heldout", f"the held-out library {storage.redact(heldout)} has no '{missing[0]}' stems")
+    run_name = run_name or default_run_name(data, target_list, cfg)
+    storage_path = storage_path or default_storage_path()
+    plan = _Plan(data=data, config=cfg, targets=target_list, spec=spec, sample_rate=sample_rate,
+                 nb_channels=nb_channels, num_workers=num_workers, use_gpu=use_gpu, run_name=run_name,
+                 storage_path=storage_path, out=out or storage.join(storage_path, run_name, "bundle"),
+                 heldout=heldout, heldout_songs=list(heldout_songs) if heldout_songs else None, resume={})
+    for target in target_list:
+        found = latest_checkpoint(storage_path, f"{run_name}-{target}")
+        if found is not None:
+            from .checkpoint import check_compatible
+
+            check_compatible(found["meta"], plan.architecture, plan.signal, target, storage.redact(found["uri"]))
+            plan.resume[target] = found
+    return plan
+
+
+def _check_signal_and_data(cfg: TrainConfig, spec, data: str, sample_rate: int, num_workers: int) -> None:
+    """ConfigError / DataError when the training rate, excerpt length or data cannot work together."""
     if cfg.bandwidth is not None and cfg.bandwidth > sample_rate / 2:
         raise ConfigError("bandwidth", f"{cfg.bandwidth:g} Hz is above the Nyquist frequency of the training "
                                        f"rate {sample_rate} Hz")
     if cfg.seq_dur * sample_rate <= cfg.n_fft // 2:
         raise ConfigError("seq_dur", f"{cfg.seq_dur} s is too short for n_fft={cfg.n_fft} at {sample_rate} Hz")
     if spec.kind == "parquet" and len(spec.train_seeds) < num_workers:
-        raise DataError(f"{storage.redact(str(data))}: {len(spec.train_seeds)} training mixtures cannot feed "
+        raise DataError(f"{storage.redact(data)}: {len(spec.train_seeds)} training mixtures cannot feed "
                         f"{num_workers} workers")
     if spec.kind == "onthefly":
-        from .data import DEFAULT_ONTHEFLY_SAMPLES, MAX_SEED
+        from ..datasets import MAX_SEED
+        from .data import DEFAULT_ONTHEFLY_SAMPLES
 
         spe = cfg.samples_per_epoch or DEFAULT_ONTHEFLY_SAMPLES
         if cfg.seed + cfg.valid_size + (cfg.epochs + 1) * (spe + cfg.batch_size * num_workers) > MAX_SEED:
             raise ConfigError("epochs", "the on-the-fly seed stream would pass 2**32-1 (Scaper's seed limit): "
                                         "lower epochs, samples_per_epoch or seed")
-    from .loop import make_model
 
-    make_model(cfg, nb_channels, sample_rate)  # architecture arguments are valid (ConfigError otherwise)
-    heldout_list = list(heldout_songs) if heldout_songs else None
-    if heldout is not None:
-        from .data import index_stems
 
-        library = index_stems(heldout)
-        missing = [t for t in target_list if t not in library]
-        if missing:
-            raise ConfigError("heldout", f"the held-out library {storage.redact(heldout)} has no '{missing[0]}' stems")
-    run_name = run_name or default_run_name(str(data), target_list, cfg)
-    storage_path = storage_path or default_storage_path()
-    out = out or storage.join(storage_path, run_name, "bundle")
-    architecture = cfg.architecture()
-    signal = _signal(cfg, sample_rate, nb_channels)
+def _run(plan: _Plan) -> TrainResult:
+    """Train every target of ``plan`` inside the run's MLflow parent run, then write and log the bundle."""
+    from .. import tracking
 
-    resume = {}
-    for target in target_list:
-        ray_run = f"{run_name}-{target}"
-        found = latest_checkpoint(storage_path, ray_run)
-        if found is not None:
-            from .loop import check_compatible
-
-            check_compatible(found["meta"], architecture, signal, target, storage.redact(found["uri"]))
-            resume[target] = found
-    raycluster.init(address)
-    _check_resources(num_workers, use_gpu, cfg)
-
-    params = {"data": storage.redact(str(data)), "targets": ",".join(target_list), "num_workers": num_workers,
-              "use_gpu": use_gpu, "run_name": run_name, "storage_path": storage.redact(storage_path),
-              "bundle": storage.redact(out), "sample_rate": sample_rate, "nb_channels": nb_channels,
-              **{f"config.{k}": v for k, v in cfg.to_dict().items()},
-              **{f"data.{k}": v for k, v in spec.describe().items()}}
-    tags = {"sepcluster.run_name": run_name}
-    if resume:
-        tags["sepcluster.resumed_targets"] = ",".join(f"{t}@{f['meta'].get('epoch')}" for t, f in resume.items())
+    tags = {"sepcluster.run_name": plan.run_name}
+    if plan.resume:
+        tags["sepcluster.resumed_targets"] = ",".join(f"{t}@{f['meta'].get('epoch')}" for t, f in plan.resume.items())
     results: dict[str, TargetResult] = {}
     models = {}
     # a resumed run continues its MLflow parent run (and each target its child run)
-    previous = tracking.find_run("train", {"sepcluster.run_name": run_name}) if resume else None
-    with tracking.job_run("train", params, run_name=run_name, tags=tags, resume_run_id=previous) as parent:
-        for target in target_list:
+    previous = tracking.find_run("train", {"sepcluster.run_name": plan.run_name}) if plan.resume else None
+    with tracking.job_run("train", plan.params(), run_name=plan.run_name, tags=tags, resume_run_id=previous) as parent:
+        for target in plan.targets:
             child_id = tracking.find_run("train", {"sepcluster.target": target},
                                          parent_run_id=previous) if previous else None
-            res, model = _train_target(target, cfg, spec, sample_rate, nb_channels, architecture, signal,
-                                       num_workers, use_gpu, run_name, storage_path, resume.get(target),
-                                       child_run_id=child_id)
-            results[target] = res
-            models[target] = model
-        meta = _save_bundle(out, models, cfg, spec, sample_rate, run_name, results)
-        tracking.set_tags({"sepcluster.bundle": out, "sepcluster.bundle_id": meta.bundle_id()})
+            results[target], models[target] = _train_target(plan, target, child_run_id=child_id)
+        meta = _save_bundle(plan.out, models, plan.config, plan.spec, plan.sample_rate, plan.run_name, results)
+        tracking.set_tags({"sepcluster.bundle": plan.out, "sepcluster.bundle_id": meta.bundle_id()})
         tracking.log_dict(json.loads(meta.to_json()), "bundle.json")
         heldout_result = None
-        if heldout is not None:
-            heldout_result = _log_heldout(out, heldout, heldout_list, results)
+        if plan.heldout is not None:
+            heldout_result = _log_heldout(plan.out, plan.heldout, plan.heldout_songs, results)
         tracking.log_metrics({f"{t}.best_valid_loss": r.best_valid_loss for t, r in results.items()})
         parent_id = parent.info.run_id
-    log.info("bundle written to %s", storage.redact(out))
-    return TrainResult(bundle=out, run_name=run_name, storage_path=storage_path, mlflow_run_id=parent_id,
-                       targets=results, data=spec.describe(), heldout=heldout_result)
+    log.info("bundle written to %s", storage.redact(plan.out))
+    return TrainResult(bundle=plan.out, run_name=plan.run_name, storage_path=plan.storage_path,
+                       mlflow_run_id=parent_id, targets=results, data=plan.spec.describe(), heldout=heldout_result)
 
 
-def _train_target(target: str, cfg: TrainConfig, spec, sample_rate: int, nb_channels: int, architecture: dict,
-                  signal: dict, num_workers: int, use_gpu: bool, run_name: str, storage_path: str, resume,
-                  child_run_id: Optional[str] = None):
-    """Train (or resume, or reuse a finished) model for one target inside its MLflow child run."""
+def _trainer(plan: _Plan, target: str, child_run_id: str):
+    """The Ray Train ``TorchTrainer`` of one target: :func:`~sepcluster.train.loop.train_func` on
+    ``num_workers`` DDP workers, checkpoints in ``<storage_path>/<run_name>-<target>``."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from .. import tracking
-    from .loop import is_done, make_model, train_func
+    from .loop import WorkerJob, train_func
 
-    ray_run = f"{run_name}-{target}"
-    child_params = {"target": target, "ray_run": ray_run, "model": cfg.model, "sample_rate": sample_rate,
-                    "nb_channels": nb_channels, "num_workers": num_workers, "use_gpu": use_gpu}
+    cfg = plan.config
+    ray_run = f"{plan.run_name}-{target}"
+    path, fs = _ray_storage(plan.storage_path)
+    job = WorkerJob(config=cfg, spec=plan.spec, target=target, sample_rate=plan.sample_rate,
+                    nb_channels=plan.nb_channels, architecture=plan.architecture, signal=plan.signal,
+                    mlflow_run_id=child_run_id, tracking_uri=tracking.tracking_uri(),
+                    run_uri=storage.join(plan.storage_path, ray_run))
+    datasets = dataset_config = None
+    if plan.spec.kind == "parquet":
+        from .data import parquet_datasets
+
+        datasets = parquet_datasets(plan.spec, target, cache=cfg.cache_dataset)
+        dataset_config = DataConfig(datasets_to_split=["train"])
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if plan.use_gpu else {})}
+    return TorchTrainer(
+        train_func, train_loop_config=job.to_loop_config(),
+        torch_config=TorchConfig(backend="nccl" if plan.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=ray_run, storage_path=path, storage_filesystem=fs,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+                             logging_config=LoggingConfig(log_level="WARNING")),
+        datasets=datasets, dataset_config=dataset_config)
+
+
+def _train_target(plan: _Plan, target: str, child_run_id: Optional[str] = None):
+    """Train (or resume, or reuse a finished) model for one target inside its MLflow child run."""
+    import torch
+
+    from .. import tracking
+    from .checkpoint import TrainState, is_done
+    from .epoch import make_model
+
+    ray_run = f"{plan.run_name}-{target}"
+    resume = plan.resume.get(target)
+    child_params = {"target": target, "ray_run": ray_run, "model": plan.config.model, "sample_rate": plan.sample_rate,
+                    "nb_channels": plan.nb_channels, "num_workers": plan.num_workers, "use_gpu": plan.use_gpu}
     with tracking.child_run(target, child_params, tags={"sepcluster.target": target},
                             resume_run_id=child_run_id) as child:
-        if resume is None or not is_done(resume["meta"], cfg):
-            path, fs = _ray_storage(storage_path)
-            loop_config = {"config": cfg.to_dict(), "spec": spec.to_dict(), "target": target,
-                           "sample_rate": sample_rate, "nb_channels": nb_channels, "architecture": architecture,
-                           "signal": signal, "mlflow_run_id": child.info.run_id,
-                           "tracking_uri": tracking.tracking_uri(),
-                           "run_uri": storage.join(storage_path, ray_run)}
-            datasets = None
-            dataset_config = None
-            if spec.kind == "parquet":
-                from .data import parquet_datasets
-
-                datasets = parquet_datasets(spec, target, cache=cfg.cache_dataset)
-                dataset_config = DataConfig(datasets_to_split=["train"])
-            trainer = TorchTrainer(
-                train_func, train_loop_config=loop_config,
-                torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-                scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                             resources_per_worker={"CPU": cfg.cpus_per_worker,
-                                                                   **({"GPU": 1} if use_gpu else {})}),
-                run_config=RunConfig(name=ray_run, storage_path=path, storage_filesystem=fs,
-                                     failure_config=FailureConfig(max_failures=cfg.max_failures),
-                                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
-                                     logging_config=LoggingConfig(log_level="WARNING")),
-                datasets=datasets, dataset_config=dataset_config)
-            log.info("training target %s (Ray run %s, %d worker(s))", target, ray_run, num_workers)
-            result = trainer.fit()
+        if resume is None or not is_done(resume["meta"], plan.config.epochs):
+            log.info("training target %s (Ray run %s, %d worker(s))", target, ray_run, plan.num_workers)
+            result = _trainer(plan, target, child.info.run_id).fit()
             if result.error is not None:
                 raise result.error
-            resume = latest_checkpoint(storage_path, ray_run)
+            resume = latest_checkpoint(plan.storage_path, ray_run)
         if resume is None:
             raise DataError(f"target {target}: training produced no checkpoint in "
-                            f"{storage.redact(storage.join(storage_path, ray_run))}")
-        state = _checkpoint_state(resume["uri"])
-        model = make_model(cfg, nb_channels, sample_rate)
-        model.load_state_dict(state["best_model_state"])
+                            f"{storage.redact(storage.join(plan.storage_path, ray_run))}")
+        state = TrainState.read(resume["uri"])
+        model = make_model(plan.config, plan.nb_channels, plan.sample_rate)
+        model.load_state_dict(state.best_model_state)
         model.eval()
-        res = TargetResult(target=target, epoch=int(state["epoch"]), best_epoch=int(state["best_epoch"]),
-                           best_valid_loss=float(state["best_loss"]), finished=bool(state["finished"]),
-                           stop_reason=state.get("stop_reason"), checkpoint=resume["uri"], ray_run=ray_run,
-                           mlflow_run_id=child.info.run_id, attempts=list(state.get("attempts", [])),
-                           history=list(state.get("history", [])))
+        res = TargetResult(target=target, epoch=int(state.epoch), best_epoch=int(state.best_epoch),
+                           best_valid_loss=float(state.best_loss), finished=bool(state.finished),
+                           stop_reason=state.stop_reason, checkpoint=resume["uri"], ray_run=ray_run,
+                           mlflow_run_id=child.info.run_id, attempts=list(state.attempts),
+                           history=list(state.history))
         tracking.log_metrics({"final_best_valid_loss": res.best_valid_loss, "final_best_epoch": res.best_epoch,
                               "final_epochs": res.epoch})
         tracking.set_tags({"sepcluster.stop_reason": res.stop_reason or "", "sepcluster.checkpoint": res.checkpoint})
         tracking.log_dict({"attempts": res.attempts, "history": res.history, "stop_reason": res.stop_reason},
                           "training_history.json")
         with tempfile.TemporaryDirectory(prefix="sepcluster-model-") as tmp:
-            import torch
-
             path = os.path.join(tmp, f"{target}.pth")
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
             tracking.log_artifact(path, artifact_path="model")

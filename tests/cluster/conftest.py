@@ -245,9 +245,10 @@ def recipe_file(tmp_path_factory) -> Path:
 
 def local_mixture(recipe: dict, stems: str, seed: int, audio_format: str = "float32"):
     """Mixture ``seed`` rendered in this process (no Ray), in the dataset's sample format."""
-    from sepcluster.generate.dataset import roundtrip
+    from sepcluster.datasets.library import index_library
+    from sepcluster.datasets.mixtures import roundtrip
     from sepcluster.generate.mixing import make_mixture
-    from sepcluster.generate.recipe import index_library, load_recipe
+    from sepcluster.generate.recipe import load_recipe
 
     r = load_recipe(recipe)
     result = make_mixture(r, index_library(stems, r.labels), seed)

@@ -45,7 +45,7 @@ def _finishes_or_stalls(services, sid: str, out, stall_seconds: float) -> bool:
 
 
 def test_worker_node_lost_mid_generate_dataset_complete(services, stem_library, recipe_file, tmp_path):
-    from sepcluster.generate import dataset as ds
+    from sepcluster.datasets import mixtures as ds
 
     # ~10 s of rendering for 2 actors on an idle machine: the node is stopped right after the
     # first shard is committed, long before the end

@@ -18,7 +18,7 @@ NUM_MIXTURES = 8
 
 def test_generate_job_uses_both_nodes_and_matches_a_single_process(services, stem_library, recipe_file,
                                                                      tmp_path):
-    from sepcluster.generate import dataset as ds
+    from sepcluster.datasets import mixtures as ds
 
     services.wait_idle()  # both nodes' CPUs free, so both actors are placed at once
     out = tmp_path / "mixtures"

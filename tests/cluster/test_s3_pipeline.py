@@ -51,7 +51,7 @@ def s3_run(services, recipe_file, tmp_path_factory):
 
 
 def test_pipeline_outputs_on_s3(s3_run, services):
-    from sepcluster.generate import dataset as ds
+    from sepcluster.datasets import mixtures as ds
     from sepcluster.models import load_bundle
 
     work, _bucket = s3_run

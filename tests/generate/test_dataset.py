@@ -9,15 +9,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from sepcluster.errors import ConfigError, DataError
+from sepcluster.datasets import mixtures as layout
+from sepcluster.datasets.library import index_library
 from sepcluster.generate import dataset as ds
 from sepcluster.generate import dataset_recipe, iter_mixtures, load_mixture, read_manifest
 from sepcluster.generate.mixing import make_mixture
-from sepcluster.generate.recipe import index_library, load_recipe
+from sepcluster.generate.recipe import load_recipe
 from tests.generate.conftest import small_recipe
 
 
 def _write(out, recipe, library, first, last, fmt):
-    with ds.ShardWriter(str(out / ds.shard_name(first, last)), recipe, fmt, first, last) as writer:
+    with ds.ShardWriter(str(out / layout.shard_name(first, last)), recipe, fmt, first, last) as writer:
         for seed in range(first, last + 1):
             writer.write(make_mixture(recipe, library, seed))
 
@@ -51,7 +53,7 @@ def test_shards_round_trip(small_library, tmp_path, fmt):
     for m in iter_mixtures(str(out)):
         seeds.append(m.seed)
         fresh = make_mixture(recipe, library, m.seed)
-        expected = ds.roundtrip(fresh.mixture, recipe.sample_rate, fmt)
+        expected = layout.roundtrip(fresh.mixture, recipe.sample_rate, fmt)
         assert m.mixture.dtype == np.float32 and m.mixture.shape == (16000, 2)
         assert np.array_equal(m.mixture, expected)
         if fmt == "float32":
@@ -76,7 +78,7 @@ def test_raw_float32_layout_is_documented(small_library, tmp_path):
     out = tmp_path / "ds"
     ds.write_dataset_info(str(out), ds.new_dataset_info(recipe, 1, 0, 1, "float32", str(small_library)))
     _write(out, recipe, library, 0, 0, "float32")
-    row = pq.read_table(str(out / ds.shard_name(0, 0))).to_pylist()[0]
+    row = pq.read_table(str(out / layout.shard_name(0, 0))).to_pylist()[0]
     raw = np.frombuffer(row["mixture"], "<f4").reshape(row["num_samples"], row["channels"])
     assert np.array_equal(raw, make_mixture(recipe, library, 0).mixture)
 
@@ -86,7 +88,7 @@ def test_failed_shard_leaves_nothing(small_library, tmp_path):
     library = index_library(str(small_library), recipe.labels)
     out = tmp_path / "ds"
     ds.write_dataset_info(str(out), ds.new_dataset_info(recipe, 3, 0, 3, "float32", str(small_library)))
-    target = out / ds.shard_name(0, 2)
+    target = out / layout.shard_name(0, 2)
     with pytest.raises(RuntimeError):
         with ds.ShardWriter(str(target), recipe, "float32", 0, 2) as writer:
             writer.write(make_mixture(recipe, library, 0))
@@ -102,5 +104,5 @@ def test_not_a_dataset(tmp_path):
     with pytest.raises(DataError, match="_dataset.json"):
         read_manifest(str(tmp_path))
     with pytest.raises(ConfigError) as err:
-        ds.check_audio_format("mp3")
+        layout.check_audio_format("mp3")
     assert err.value.field == "audio_format"

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from sepcluster.compat import scaper
-from sepcluster.generate.mixing import (SourceCache, install_source_cache, is_coherent, make_mixture,
-                                        per_sample_chain, render_jams, swap_label_folder, uninstall_source_cache)
-from sepcluster.generate.recipe import index_library, load_recipe
+from sepcluster.generate.mixing import MixtureRenderer, is_coherent, make_mixture, render_jams, swap_label_folder
+from sepcluster.generate.source_cache import SourceCache, library_cache, per_sample_chain, source_cache_bytes
+from sepcluster.datasets.library import index_library
+from sepcluster.generate.recipe import load_recipe
 from tests.generate.test_recipe import TUTORIAL_YAML
 
 TEMPLATE = {
@@ -214,14 +215,12 @@ def test_source_cache_serves_channel_conversion_bit_for_bit(library_name, channe
     library = index_library(str(root), recipe.labels)
     seeds = range(8)
     plain = _render_all(recipe, library, seeds)
-    cache = install_source_cache(1 << 30)
-    try:
+    cache = SourceCache(1 << 30)
+    with cache.installed():
         first = _render_all(recipe, library, seeds)    # loads each file, checks its whole-file chain
         second = _render_all(recipe, library, seeds)   # every segment from the cache
         assert cache.chain_hits >= 4 * len(seeds)
         assert not cache.refused
-    finally:
-        uninstall_source_cache()
     assert {r.coherent for r in plain.values()} == {True, False}
     _assert_same_renders(plain, first)
     _assert_same_renders(plain, second)
@@ -231,12 +230,10 @@ def test_source_cache_leaves_pitch_and_time_to_sox(synth_library):
     recipe = load_recipe(TUTORIAL_YAML)
     library = index_library(str(synth_library), recipe.labels)
     plain = _render_all(recipe, library, range(3))
-    cache = install_source_cache(1 << 30)
-    try:
+    cache = SourceCache(1 << 30)
+    with cache.installed():
         cached = _render_all(recipe, library, range(3))
         assert cache.chain_hits == 0 and cache.hits > 0  # sources cached, chains run in SoX
-    finally:
-        uninstall_source_cache()
     _assert_same_renders(plain, cached)
 
 
@@ -288,8 +285,6 @@ def test_source_cache_refuses_a_chain_whose_whole_file_output_differs(synth_libr
 
 
 def test_source_cache_preload_runs_each_file_through_the_chains_seen(stereo_library):
-    from sepcluster.generate.mixing import source_cache_bytes
-
     recipe = _no_augmentation_recipe(1)
     library = index_library(str(stereo_library), recipe.labels)
     paths = library.source_paths()
@@ -302,8 +297,8 @@ def test_source_cache_preload_runs_each_file_through_the_chains_seen(stereo_libr
     assert source_cache_bytes(recipe, library) == frames * 2 * 4 + frames * 4
     assert source_cache_bytes(load_recipe(TUTORIAL_YAML), library) == library.decoded_bytes
     plain = _render_all(recipe, library, range(6))
-    cache = install_source_cache(1 << 30)
-    try:
+    cache = SourceCache(1 << 30)
+    with cache.installed():
         make_mixture(recipe, library, 1000)   # the chain is seen once ...
         cache.preload(paths)                  # ... and run over every file now
         assert cache.misses == 12 and not cache.refused
@@ -312,20 +307,47 @@ def test_source_cache_preload_runs_each_file_through_the_chains_seen(stereo_libr
         cached = _render_all(recipe, library, range(6))
         assert cache.chain_hits - chain_hits_before == 4 * 6  # every event's segment from the cache
         assert cache.misses == 12 and cache.hits > hits_before  # nothing decoded during the renders
-    finally:
-        uninstall_source_cache()
     _assert_same_renders(plain, cached)
 
 
 def test_library_cache_holds_whole_files_only_when_the_library_fits(stereo_library):
-    from sepcluster.generate.mixing import install_library_cache, source_cache_bytes
-
     recipe = _no_augmentation_recipe(1)
     library = index_library(str(stereo_library), recipe.labels)
     need = source_cache_bytes(recipe, library)
+    assert library_cache(recipe, library, need - 1).max_bytes == 0  # file info only
+    assert library_cache(recipe, library, need).max_bytes == need
+
+
+def test_source_cache_is_scoped_and_two_budgets_are_two_caches(stereo_library):
+    """Installed only inside ``with``: scaper gets its own modules back, nested scopes restore the outer one."""
+    core = scaper.core
+    own = (core.soundfile, core.sox)
+    small, large = SourceCache(0), SourceCache(1 << 30)
+    with large.installed():
+        assert core.soundfile is large
+        with small.installed():
+            assert core.soundfile is small and core.sox is not own[1]
+        assert core.soundfile is large
+    assert (core.soundfile, core.sox) == own
     try:
-        assert install_library_cache(recipe, library, need - 1).max_bytes == 0  # file info only
-        uninstall_source_cache()
-        assert install_library_cache(recipe, library, need).max_bytes == need
-    finally:
-        uninstall_source_cache()
+        with large.installed():
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert (core.soundfile, core.sox) == own  # restored on an error too
+    assert (small.max_bytes, large.max_bytes) == (0, 1 << 30)
+
+
+def test_mixture_renderer_equals_make_mixture(stereo_library):
+    recipe = _no_augmentation_recipe(1)
+    library = index_library(str(stereo_library), recipe.labels)
+    plain = {seed: make_mixture(recipe, library, seed) for seed in range(4)}
+    renderer = MixtureRenderer(recipe, library, cache_bytes=source_cache_bytes(recipe, library))
+    renderer.render(0)
+    renderer.preload()
+    assert renderer.cache.misses == 12
+    cached = {seed: renderer.render(seed) for seed in range(4)}
+    assert renderer.cache.chain_hits >= 4 * 4
+    assert MixtureRenderer(recipe, library, cache_bytes=0).cache is None  # plain Scaper
+    _assert_same_renders(plain, cached)
+    assert scaper.core.soundfile.__name__ == "soundfile"  # nothing left installed

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from sepcluster.errors import ConfigError
-from sepcluster.generate.recipe import index_library, load_recipe, parse_recipe, validate_recipe
+from sepcluster.datasets.library import index_library
+from sepcluster.generate.recipe import load_recipe, parse_recipe, validate_recipe
 from tests.generate.conftest import small_recipe
 
 TUTORIAL_YAML = """

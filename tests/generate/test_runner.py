@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from sepcluster.errors import ConfigError, DataError
-from sepcluster.generate import dataset as ds
+from sepcluster.datasets import mixtures as layout
+from sepcluster.datasets.library import index_library
 from sepcluster.generate import generate, iter_mixtures, load_mixture, read_manifest
 from sepcluster.generate.mixing import make_mixture
-from sepcluster.generate.recipe import index_library, load_recipe
+from sepcluster.generate.recipe import load_recipe
 from tests.generate.conftest import small_recipe
 
 
@@ -96,12 +97,12 @@ def test_rerun_skips_committed_shards_and_refuses_another_recipe(small_library, 
     names = {s["name"]: os.stat(s["uri"]).st_mtime_ns for s in read_manifest(out)}
     before = _all(out)
     # lose the middle shard (as if its actor had died before committing), rerun
-    os.unlink(os.path.join(out, ds.shard_name(2, 3)))
+    os.unlink(os.path.join(out, layout.shard_name(2, 3)))
     again = generate(small_recipe(), str(small_library), out, 6, num_actors=2)
     assert (again.shards_skipped, again.shards_written, again.generated, again.skipped) == (2, 1, 2, 4)
     assert again.shard_size == 2  # the dataset's shard size is reused
     for s in read_manifest(out):
-        if s["name"] != ds.shard_name(2, 3):
+        if s["name"] != layout.shard_name(2, 3):
             assert os.stat(s["uri"]).st_mtime_ns == names[s["name"]]  # untouched
     after = _all(out)
     assert sorted(after) == list(range(6))
@@ -163,7 +164,7 @@ def test_actor_killed_mid_run_every_seed_once(small_library, tmp_path, ray_local
     killed = None
     deadline = time.monotonic() + 240
     while thread.is_alive() and time.monotonic() < deadline:
-        if os.path.exists(os.path.join(out, ds.DATASET_FILE)) and read_manifest(out):  # a shard is committed
+        if os.path.exists(os.path.join(out, layout.DATASET_FILE)) and read_manifest(out):  # a shard is committed
             pids = _mixer_actor_pids()
             if pids:
                 killed = pids[0]
@@ -177,7 +178,7 @@ def test_actor_killed_mid_run_every_seed_once(small_library, tmp_path, ray_local
     assert killed is not None, "the run ended before an actor could be killed"
     assert summary.actor_failures >= 1
     assert summary.complete and summary.generated + summary.skipped == n
-    seeds = ds.read_seeds(out)
+    seeds = layout.read_seeds(out)
     assert seeds == list(range(n))  # every seed exactly once, in order
     rec = load_recipe(recipe)
     library = index_library(str(small_library), rec.labels)

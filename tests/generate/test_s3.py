@@ -10,7 +10,8 @@ import numpy as np
 from sepcluster import raycluster, storage
 from sepcluster.generate import dataset_recipe, generate, iter_mixtures, load_mixture, read_manifest
 from sepcluster.generate.mixing import make_mixture
-from sepcluster.generate.recipe import _cache_dir_for, index_library, load_recipe
+from sepcluster.datasets.library import _cache_dir_for, index_library
+from sepcluster.generate.recipe import load_recipe
 from sepcluster.generate.runner import regenerate
 from tests.generate.conftest import small_recipe
 

@@ -59,7 +59,7 @@ def test_round_trip_umx(tmp_path):
             assert torch.equal(estimates[t], models[t](mag))
         assert estimates[t].shape == mag.shape
 
-    some = load_bundle("file://" + uri, targets="vocals, bass")
+    some = load_bundle("file://" + uri, targets=["vocals", "bass"])
     assert some.targets == ["vocals", "bass"]
     assert some.bundle_id == bundle.bundle_id
     assert bundle.stft().n_fft == 512 and bundle.istft().n_hop == 128

@@ -75,11 +75,11 @@ def test_list_folder_musdb_layouts_and_plain_files(tmp_path):
 
 
 def test_list_musdb_root_with_subset(musdb_sample):
-    tracks = list_inputs(str(musdb_sample), subset="train")
+    tracks = list_inputs(str(musdb_sample), subsets=["train"])
     assert [t.name for t in tracks] == ["Music Delta - 80s Rock"]
     assert tracks[0].subset == "train" and len(tracks[0].references) == 4
     with pytest.raises(DataError, match="'test' subset"):
-        list_inputs(str(musdb_sample), subset="test")
+        list_inputs(str(musdb_sample), subsets=["test"])
     (stem,) = list_inputs(str(musdb_sample / "stems"))
     assert stem.name == "Music Delta - 80s Rock" and stem.references["vocals"] == (stem.source_uri, 4)
     assert raw_track_name(stem.source_uri) == "Music Delta - 80s Rock"

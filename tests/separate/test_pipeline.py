@@ -130,7 +130,7 @@ def test_oracle_irm_on_musdb_root_via_cli(musdb_sample, tmp_path, sepcluster_hom
 
 def test_random_umx_on_musdb_sample_with_unsafe_names(musdb_sample, tmp_path, small_bundle, sepcluster_home):
     from sepcluster.models import load_bundle
-    from sepcluster.separate.chunks import separate_track
+    from sepcluster.separate import separate_track
 
     mix = musdb_sample / "train" / "Music Delta - 80s Rock" / "mixture.wav"
     stem = next((musdb_sample / "stems").iterdir())

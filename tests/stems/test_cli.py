@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from sepcluster.cli import main
-from sepcluster.stems import LABELS, validate_library
+from sepcluster.datasets import MUSDB_SOURCES as LABELS
+from sepcluster.datasets.library import validate_library
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

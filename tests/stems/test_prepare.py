@@ -10,7 +10,9 @@ import pytest
 import soundfile as sf
 
 from sepcluster.errors import ConfigError, DataError
-from sepcluster.stems import LABELS, list_library, prepare_folders, prepare_musdb, safe_name, validate_library
+from sepcluster.datasets import MUSDB_SOURCES as LABELS
+from sepcluster.datasets.library import list_library, validate_library
+from sepcluster.stems import prepare_folders, prepare_musdb, safe_name
 
 TRACK = "Music Delta - 80s Rock"
 

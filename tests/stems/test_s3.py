@@ -9,7 +9,9 @@ import soundfile as sf
 
 from sepcluster import storage
 from sepcluster.audio import read_audio
-from sepcluster.stems import LABELS, list_library, prepare_folders, synthesize_library, validate_library
+from sepcluster.datasets import MUSDB_SOURCES as LABELS
+from sepcluster.datasets.library import list_library, validate_library
+from sepcluster.stems import prepare_folders, synthesize_library
 
 
 def test_synth_and_prepare_to_s3(s3_bucket, tmp_path):

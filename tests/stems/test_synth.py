@@ -11,7 +11,9 @@ import soundfile as sf
 from scipy import signal
 
 from sepcluster.errors import ConfigError, DataError
-from sepcluster.stems import LABELS, list_library, render_song, synthesize_library, validate_library
+from sepcluster.datasets import MUSDB_SOURCES as LABELS
+from sepcluster.datasets.library import list_library, validate_library
+from sepcluster.stems import render_song, synthesize_library
 
 SR = 22050  # the musicality checks use a lower rate to stay fast
 

@@ -106,7 +106,7 @@ def test_bad_input_fails_before_workers_start(stem_library, tmp_path, ray_local)
     with pytest.raises(DataError, match="not found"):
         train(str(tmp_path / "nope"), "vocals", dict(TINY), storage_path=str(runs))
     with pytest.raises(ConfigError) as err:
-        train(str(stem_library), "vocals,karaoke", dict(TINY), storage_path=str(runs))
+        train(str(stem_library), ["vocals", "karaoke"], dict(TINY), storage_path=str(runs))
     assert err.value.field == "targets"
     with pytest.raises(ConfigError) as err:
         train(str(stem_library), "vocals", dict(TINY, lr=-0.1), storage_path=str(runs))

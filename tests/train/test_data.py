@@ -1,4 +1,4 @@
-"""Training config checks and the data sources' sampling and seeding (no Ray)."""
+"""The data sources' sampling and seeding (no Ray); the config's own checks are in test_config.py."""
 
 from __future__ import annotations
 
@@ -8,61 +8,10 @@ import torch
 import yaml
 
 from sepcluster.errors import ConfigError, DataError
-from sepcluster.train.config import TrainConfig, load_train_config
-from sepcluster.train.data import (StemLibrarySource, mixtures_per_batch, onthefly_seeds, onthefly_valid_seeds,
-                                   open_source, resolve_data, split_songs)
+from sepcluster.train.config import TrainConfig
+from sepcluster.train.data import mixtures_per_batch, onthefly_seeds, onthefly_valid_seeds, resolve_data, split_songs
+from sepcluster.train.sources import StemLibrarySource, open_source
 from tests.train.conftest import RATE, TINY
-
-
-# ----------------------------------------------------------------------------- config
-
-def test_defaults_follow_open_unmix():
-    cfg = TrainConfig()
-    assert (cfg.lr, cfg.weight_decay, cfg.lr_decay_gamma) == (1e-3, 1e-5, 0.3)
-    assert (cfg.n_fft, cfg.n_hop, cfg.bandwidth, cfg.seq_dur, cfg.batch_size) == (4096, 1024, 16000.0, 6.0, 16)
-    assert (cfg.gain_min, cfg.gain_max) == (0.25, 1.25)
-
-
-@pytest.mark.parametrize("field,value", [("lr", -1), ("lr", 0), ("batch_size", 0), ("epochs", 0),
-                                         ("lr_decay_gamma", 1.5), ("n_hop", 10000), ("seq_dur", 0),
-                                         ("model", "transformer"), ("loss", "hinge"), ("precision", "fp8"),
-                                         ("valid_fraction", 1.0), ("gain_max", 0.1), ("clip_grad_norm", -2),
-                                         ("hidden_size", 15)])
-def test_out_of_range_values_name_the_field(field, value):
-    with pytest.raises(ConfigError) as err:
-        TrainConfig.from_dict({field: value})
-    assert err.value.field == field
-
-
-def test_strings_from_the_command_line_are_coerced():
-    cfg = TrainConfig.from_dict({"lr": "3e-4", "epochs": "7", "channel_swap": "false", "bandwidth": "null",
-                                 "valid_songs": "song001,song002"})
-    assert cfg.lr == 3e-4 and cfg.epochs == 7 and cfg.channel_swap is False and cfg.bandwidth is None
-    assert cfg.valid_songs == ["song001", "song002"]
-    with pytest.raises(ConfigError) as err:
-        TrainConfig.from_dict({"epochs": "many"})
-    assert err.value.field == "epochs"
-
-
-def test_yaml_file_errors_name_file_and_field(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("lr: 0.01\nbatch_size: -4\n")
-    with pytest.raises(ConfigError) as err:
-        load_train_config(str(path))
-    assert str(path) in str(err.value) and "batch_size" in str(err.value)
-    path.write_text("learning_rate: 0.01\n")
-    with pytest.raises(ConfigError, match="learning_rate: unknown training option"):
-        load_train_config(str(path))
-    path.write_text("lr: 0.01\n")
-    assert load_train_config(str(path), epochs=3, lr=None).lr == 0.01
-
-
-def test_demo_config_is_valid():
-    from importlib import resources
-
-    text = resources.files("sepcluster.train").joinpath("demo.yaml")
-    cfg = load_train_config(str(text))
-    assert cfg.model == "umx" and cfg.hidden_size <= 64
 
 
 # ----------------------------------------------------------------------------- stem library source

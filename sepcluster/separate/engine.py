@@ -1,0 +1,471 @@
+"""Separating a track of any length in bounded memory: the chunked, streaming engine.
+
+The track streams through, block by block, never whole:
+
+    decode blocks (soundfile / ffmpeg)  ->  channel layout  ->  soxr stream to the model rate
+    -> padded sample buffer -> STFT chunks of ``chunk_seconds`` that overlap by
+    ``overlap_seconds`` -> estimator (model + Wiener filter, or the IRM oracle) per chunk
+    -> cross-fade of the overlapping frames -> streaming inverse STFT
+    -> soxr stream back to the input rate -> stems written block by block.
+
+Exactness of the framing: the buffer holds the *reflect-padded* signal of ``center=True``
+(``n_fft // 2`` samples mirrored at both ends), and each chunk is cut on frame boundaries and
+transformed with ``center=False``, so a chunk's STFT frames are exactly the frames of the
+whole-track STFT. The only differences from processing the whole track at once come from
+the estimator seeing a chunk instead of the whole track (the LSTM's context, the Wiener
+filter's spatial covariance estimated per chunk); in the overlap the two chunks' complex
+STFT estimates are cross-faded with complementary raised-cosine weights (sum 1), so the
+result is smooth. The streaming inverse STFT overlap-adds ``irfft(frame) * window`` and
+divides by the summed squared window, as ``torch.istft`` does, emitting the samples no later
+frame can touch.
+
+Peak memory is set by the chunk length (and ``batch_chunks``), not the track length: the
+buffers hold one group of chunks, the cross-fade tail and the inverse STFT's last
+``n_fft`` samples.
+
+Pieces: :class:`ChannelLayout` (mixture, references, downmix, model channels),
+:mod:`~sepcluster.separate.chunking` (resampler, padded buffer, chunk scheduler, cross-fade),
+:mod:`~sepcluster.separate.istft` (streaming inverse STFT), :class:`StemOutput` (back to the
+input rate, to the sink) and :class:`ChunkedEngine`, which runs a spectrogram estimator
+(:mod:`~sepcluster.separate.estimators`) over them. The entry points are
+:func:`separate_track` (in memory), :func:`write_stems` (any block reader to files) and
+:func:`separate_file` (a file, and for oracles its reference stems, to files).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from sepcluster import storage
+from sepcluster.audiostream import ArrayReader, ZippedReader, open_reader
+from sepcluster.errors import AudioError, ConfigError
+from sepcluster.memory import keep_freed_memory
+
+from .chunking import ChunkScheduler, CrossFade, PaddedSignal, StreamResampler, chunk_frames
+from .estimators import RESIDUAL_NAME, SPECTROGRAM, Estimator, make_estimator
+from .istft import StreamingISTFT
+
+__all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_OVERLAP_SECONDS", "RESIDUAL_NAME", "ChannelLayout", "ChunkedEngine",
+           "StemOutput", "TrackStats", "output_subtype", "separate_file", "separate_track", "write_stems"]
+
+DEFAULT_CHUNK_SECONDS = 30.0
+DEFAULT_OVERLAP_SECONDS = 3.0
+
+_SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
+             ("flac", 16): "PCM_16", ("flac", 24): "PCM_24",
+             ("aiff", 16): "PCM_16", ("aiff", 24): "PCM_24", ("aiff", 32): "FLOAT",
+             ("ogg", 16): "VORBIS", ("ogg", 24): "VORBIS", ("ogg", 32): "VORBIS"}
+
+
+def output_subtype(format: str, bits: int) -> str:
+    """soundfile subtype for an output ``format`` (wav/flac/aiff/ogg) and ``bits``."""
+    key = (str(format).lower(), int(bits))
+    if key not in _SUBTYPES:
+        raise ConfigError("format/bits", f"{format} with {bits} bits is not supported "
+                                         f"(wav: 16/24/32, flac: 16/24, aiff: 16/24/32, ogg)")
+    return _SUBTYPES[key]
+
+
+@dataclass
+class TrackStats:
+    """What :meth:`ChunkedEngine.run` learnt about a track."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    model_rate: int
+    chunks: int
+    downmixed: bool
+    seconds: float
+
+    @property
+    def duration(self) -> float:
+        return self.frames / float(self.sample_rate) if self.sample_rate else 0.0
+
+
+@dataclass(frozen=True)
+class ChannelLayout:
+    """How a track's channels feed the estimator.
+
+    ``channels``: the mixture's; ``references``: reference signals streamed beside it (each
+    with the mixture's channels); ``source``: channels after the optional downmix (the stems
+    get these); ``model``: the estimator's. ``mode``: ``same``; ``dup`` (a mono track, a
+    multichannel model: the channel duplicated, the estimates averaged back); ``fold`` (a mono
+    model: each channel a batch item).
+    """
+
+    channels: int
+    references: int
+    downmixed: bool
+    model: int
+    mode: str
+
+    @classmethod
+    def plan(cls, total_channels: int, mix_channels: Optional[int], references: int, nb_channels: Optional[int],
+             downmix: bool, where: str) -> "ChannelLayout":
+        """The layout of a reader with ``total_channels`` (mixture then references); raises
+        AudioError naming ``where`` when the channels do not fit."""
+        c_in = int(mix_channels or total_channels // (1 + references))
+        if c_in * (1 + references) != total_channels:
+            raise AudioError(f"{where}: the reference stems do not have the mixture's {c_in} channels")
+        if c_in > 2 and not downmix:
+            raise AudioError(f"{where}: {c_in} channels is not supported (mono or stereo only; "
+                             f"pass --downmix to average the channels to mono)")
+        c_src = 1 if c_in > 2 else c_in
+        c_model = nb_channels or c_src
+        if c_model == c_src:
+            mode = "same"
+        elif c_src == 1:
+            mode = "dup"
+        elif c_model == 1:
+            mode = "fold"
+        else:
+            raise AudioError(f"{where}: {c_src} channels cannot feed a {c_model}-channel model")
+        return cls(channels=c_in, references=references, downmixed=c_in > 2, model=c_model, mode=mode)
+
+    @property
+    def source(self) -> int:
+        return 1 if self.downmixed else self.channels
+
+    @property
+    def signals(self) -> int:
+        return 1 + self.references
+
+    def downmix(self, block: np.ndarray) -> np.ndarray:
+        """``float32 (n, signals * channels)`` -> ``(n, signals * source)``: each signal averaged
+        to mono when downmixed."""
+        if not self.downmixed:
+            return block
+        c = self.channels
+        return np.concatenate([block[:, i * c:(i + 1) * c].mean(axis=1, keepdims=True) for i in range(self.signals)],
+                              axis=1)
+
+    def to_model(self, spec: torch.Tensor) -> tuple:
+        """``spec (batch, signals * source, ...)`` -> the estimator's ``X (batch', model, ...)`` and
+        ``refs (batch', references, model, ...)`` (None without references); ``...`` is
+        ``(bins, frames)`` for spectrogram chunks."""
+        B, tail = spec.shape[0], spec.shape[2:]
+        spec = spec.reshape(B, self.signals, self.source, *tail)
+        X = spec[:, 0]
+        refs = spec[:, 1:] if self.references else None
+        if self.mode == "dup":
+            X = X.expand(B, self.model, *tail)
+            refs = refs.expand(B, self.references, self.model, *tail) if refs is not None else None
+        elif self.mode == "fold":
+            X = X.reshape(B * self.source, 1, *tail)
+            if refs is not None:
+                refs = refs.transpose(1, 2).reshape(B * self.source, self.references, 1, *tail)
+        return X.contiguous(), refs.contiguous() if refs is not None else None
+
+    def from_model(self, Y: torch.Tensor, batch: int) -> torch.Tensor:
+        """The estimator's ``(batch', outputs, model, ...)`` -> ``(batch, outputs, source, ...)``."""
+        if self.mode == "dup":
+            return Y.mean(dim=2, keepdim=True)
+        if self.mode == "fold":
+            return Y.reshape(batch, self.source, Y.shape[1], *Y.shape[3:]).transpose(1, 2)
+        return Y
+
+
+class StemOutput:
+    """The engine's last stage: model-rate stems -> soxr stream to ``sr_out`` -> ``sink``.
+
+    ``emit(samples (outputs, channels, n), frames, last)`` hands ``sink`` the block
+    ``{output name: float32 (samples, channels)}``, cut to ``frames`` samples in all (the
+    track's length) and, with ``last``, zero-padded up to it.
+    """
+
+    def __init__(self, outputs, channels: int, sr_model: int, sr_out: int, sink: Callable[[dict], None]):
+        self.outputs = list(outputs)
+        self.channels = int(channels)
+        self.resample = StreamResampler(sr_model, sr_out, len(self.outputs) * self.channels)
+        self.sink = sink
+        self.written = 0
+
+    def emit(self, samples: torch.Tensor, frames: int, last: bool = False) -> None:
+        n, c = len(self.outputs), self.channels
+        arr = samples.detach().to("cpu", torch.float32).numpy()
+        arr = self.resample(np.ascontiguousarray(arr.reshape(n * c, -1).T), last=last)
+        remaining = frames - self.written
+        if last and arr.shape[0] < remaining:
+            arr = np.concatenate([arr, np.zeros((remaining - arr.shape[0], arr.shape[1]), np.float32)])
+        arr = arr[:max(0, remaining)]
+        if arr.shape[0] == 0:
+            return
+        self.written += arr.shape[0]
+        self.sink({name: arr[:, j * c:(j + 1) * c] for j, name in enumerate(self.outputs)})
+
+
+@dataclass
+class _Track:
+    """The state of one track going through :meth:`ChunkedEngine.run`."""
+
+    layout: ChannelLayout
+    sr_model: int
+    sr_out: int
+    resample_in: StreamResampler
+    signal: PaddedSignal
+    scheduler: ChunkScheduler
+    crossfade: CrossFade
+    istft: StreamingISTFT
+    output: StemOutput
+    out_frames: Optional[int]
+    frames_in: int = 0  # input samples read
+    chunks: int = 0  # chunks processed
+    pending: list = field(default_factory=list)  # chunks waiting for a batch
+
+    @property
+    def frames(self) -> int:
+        """The output's length at the output rate (so far, without ``out_frames``)."""
+        return self.frames_in if self.out_frames is None else int(self.out_frames)
+
+
+class ChunkedEngine:
+    """Runs a spectrogram :class:`~sepcluster.separate.estimators.Estimator` over a track in
+    overlapping, cross-faded chunks (see the module docstring).
+
+    ``chunk_seconds`` (None: the whole track in one chunk) and ``overlap_seconds`` are at the
+    estimator's rate; ``batch_chunks`` chunks go through the estimator per call; ``downmix``
+    averages tracks of more than two channels to mono (otherwise they are refused).
+    """
+
+    def __init__(self, estimator: Estimator, device="cpu", chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
+                 overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1, downmix: bool = False):
+        domain = getattr(estimator, "domain", None)
+        if domain != SPECTROGRAM:
+            raise ConfigError("estimator", f"{type(estimator).__name__} works on {domain!r} chunks; the chunked "
+                                           f"engine runs {SPECTROGRAM} estimators")
+        from sepcluster.models.stft import STFT
+
+        self.estimator = estimator
+        self.device = torch.device(device)
+        self.chunk_seconds, self.overlap_seconds = chunk_seconds, overlap_seconds
+        self.batch_chunks = max(1, int(batch_chunks))
+        self.downmix = bool(downmix)
+        self.n_fft, self.hop = int(estimator.n_fft), int(estimator.n_hop)
+        self.stft = STFT(self.n_fft, self.hop, center=False).to(self.device)
+
+    def run(self, reader, sink: Callable[[dict], None], *, mix_channels: Optional[int] = None, where: str = "audio",
+            out_rate: Optional[int] = None, out_frames: Optional[int] = None) -> TrackStats:
+        """Separate the blocks of ``reader`` chunk by chunk and hand the stems to ``sink``.
+
+        reader: iterable of ``float32 (frames, channels)`` blocks with ``sample_rate`` and
+        ``channels`` attributes; the first ``mix_channels`` channels are the mixture, the rest
+        the estimator's references (same channel count each). sink: called with
+        ``{output name: float32 (frames, channels)}`` blocks at the input rate (``out_rate``
+        when given: the reader is then already at the model rate), in order, whose lengths add
+        up to the input's length (``out_frames`` when given). ``where`` names the input in errors.
+        """
+        t_start = time.perf_counter()
+        if self.device.type == "cpu":
+            keep_freed_memory()  # chunk buffers are reused instead of page-faulted in anew
+        track = self._open(reader, sink, mix_channels, where, out_rate, out_frames)
+        for block in reader:
+            track.frames_in += block.shape[0]
+            self._feed(track, track.resample_in(track.layout.downmix(block)))
+        if track.frames_in == 0:
+            raise AudioError(f"{where}: the audio holds no samples")
+        self._finish(track)
+        return TrackStats(sample_rate=track.sr_out, channels=track.layout.channels, frames=track.frames,
+                          model_rate=track.sr_model, chunks=track.chunks, downmixed=track.layout.downmixed,
+                          seconds=time.perf_counter() - t_start)
+
+    def _open(self, reader, sink, mix_channels, where, out_rate, out_frames) -> _Track:
+        est = self.estimator
+        sr_in = int(reader.sample_rate)
+        layout = ChannelLayout.plan(int(reader.channels), mix_channels, len(est.references), est.nb_channels,
+                                    self.downmix, where)
+        sr_model = int(est.sample_rate or sr_in)
+        n_chunk, n_overlap = chunk_frames(self.chunk_seconds, self.overlap_seconds, sr_model / self.hop)
+        sr_out = int(out_rate or sr_in)
+        width = layout.source * layout.signals
+        return _Track(layout=layout, sr_model=sr_model, sr_out=sr_out,
+                      resample_in=StreamResampler(sr_in, sr_model, width),
+                      signal=PaddedSignal(self.n_fft // 2, width),
+                      scheduler=ChunkScheduler(self.n_fft, self.hop, n_chunk, n_overlap),
+                      crossfade=CrossFade(n_overlap, self.device),
+                      istft=StreamingISTFT(self.n_fft, self.hop, device=self.device),
+                      output=StemOutput(est.outputs, layout.source, sr_model, sr_out, sink), out_frames=out_frames)
+
+    def _feed(self, track: _Track, x: np.ndarray) -> None:
+        """Add model-rate samples ``(n, width)``; process the chunks they complete."""
+        if track.signal.append(x):
+            self._cut(track, eos=False)
+
+    def _cut(self, track: _Track, eos: bool) -> None:
+        for chunk in track.scheduler.cut(track.signal, eos):
+            track.pending.append(chunk)
+            if len(track.pending) >= self.batch_chunks or track.scheduler.finished:
+                self._process(track)
+
+    def _finish(self, track: _Track) -> None:
+        """End of the input: flush the resampler, close the padded signal, process the last
+        chunks and emit the rest of the inverse STFT."""
+        self._feed(track, track.resample_in(np.zeros((0, track.signal.channels), np.float32), last=True))
+        track.signal.close()
+        self._cut(track, eos=True)
+        if track.pending:
+            self._process(track)
+        with torch.inference_mode():
+            rest = track.istft.finish(track.signal.length)
+        track.output.emit(rest, track.frames, last=True)
+
+    def _process(self, track: _Track) -> None:
+        """Estimate the pending chunks, cross-fade them in order, and emit the samples they finish."""
+        group, track.pending = track.pending, []
+        for chunk, Y in zip(group, self._estimate(track.layout, group)):
+            with torch.inference_mode():
+                final = track.crossfade.apply(Y, first=track.chunks == 0, last=chunk.last)
+                samples = track.istft.push(final, chunk.start)
+            track.chunks += 1
+            if samples.shape[-1]:
+                track.output.emit(samples, track.frames)
+
+    def _estimate(self, layout: ChannelLayout, group: list) -> list:
+        """The estimates ``(outputs, source, bins, frames)`` of ``group``'s chunks, chunks of
+        equal length batched into one estimator call."""
+        results: list = [None] * len(group)
+        by_len: dict = {}
+        for i, chunk in enumerate(group):
+            by_len.setdefault(chunk.segment.shape[0], []).append(i)
+        for idxs in by_len.values():
+            segs = torch.from_numpy(np.stack([group[i].segment.T for i in idxs])).to(self.device)  # (B, ch, len)
+            with torch.inference_mode():
+                spec = self.stft(segs)  # (B, source * signals, bins, frames)
+                Y = self.estimator.separate_chunks(*layout.to_model(spec))
+                Y = layout.from_model(Y, spec.shape[0])
+            for j, i in enumerate(idxs):
+                results[i] = Y[j]
+        return results
+
+
+# ---------------------------------------------------------------------------------------
+# entry points
+
+
+def separate_track(separator, audio: np.ndarray, sample_rate: int, targets=None, niter: int = 1,
+                   softmask: bool = False, residual: bool = False, device="cpu", *, downmix: bool = False,
+                   chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
+                   overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1,
+                   eps: Optional[float] = 1e-10, double: bool = False) -> dict:
+    """Separate one in-memory track.
+
+    separator: a :class:`~sepcluster.models.bundle.SeparatorBundle`, an
+    :class:`~sepcluster.separate.oracle.IdealRatioMask` holding the reference stems, or an
+    :class:`~sepcluster.separate.estimators.Estimator`. audio: ``float32 (samples, channels)``
+    (or ``(samples,)``) at ``sample_rate``; it is resampled (soxr HQ) to the model's rate and
+    the stems back. Returns ``{output: float32 (samples, channels)}`` with the input's length,
+    rate and channel count (mono in, mono out; > 2 channels need ``downmix`` and give mono).
+    ``targets``: the bundle targets to use (default all); ``residual`` adds ``"accompaniment"``
+    (mixture minus the targets). Chunking: see the module docstring (``chunk_seconds=None``:
+    one chunk).
+    """
+    est = make_estimator(separator, targets=targets, niter=niter, softmask=softmask, residual=residual, eps=eps,
+                         double=double, device=device)
+    reader = ArrayReader(audio, sample_rate)
+    readers = []
+    if est.references:
+        stems = getattr(separator, "references", None)  # an oracle's reference arrays by name
+        if not isinstance(stems, dict) or not stems:
+            raise ConfigError("separator", "an oracle needs its reference stems for an in-memory track")
+        for name in est.references:
+            readers.append(ArrayReader(stems[name], sample_rate, where=f"reference '{name}'"))
+            if readers[-1].channels != reader.channels:
+                raise AudioError(f"reference '{name}' has {readers[-1].channels} channels, the mixture "
+                                 f"{reader.channels}")
+    source = ZippedReader(reader, readers) if readers else reader
+    parts: dict = {name: [] for name in est.outputs}
+
+    def sink(blocks: dict) -> None:
+        for name, block in blocks.items():
+            parts[name].append(block)
+
+    engine = ChunkedEngine(est, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                           batch_chunks=batch_chunks, downmix=downmix)
+    engine.run(source, sink, mix_channels=reader.channels)
+    return {name: np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
+            for name, blocks in parts.items()}
+
+
+class _StemFiles:
+    """A sink writing each output block by block to a temporary file of ``stack`` that becomes
+    ``outputs[name]`` when the stack closes cleanly."""
+
+    def __init__(self, stack: ExitStack, outputs: dict, fmt: str, subtype: str, rate: int):
+        self.stack, self.outputs, self.fmt, self.subtype, self.rate = stack, outputs, fmt, subtype, rate
+        self.clip = subtype.startswith("PCM")
+        self.writers: dict = {}
+
+    def __call__(self, blocks: dict) -> None:
+        import soundfile as sf
+
+        for name, block in blocks.items():
+            w = self.writers.get(name)
+            if w is None:
+                tmp = self.stack.enter_context(storage.atomic_output(self.outputs[name], suffix=f".{self.fmt}"))
+                w = self.stack.enter_context(sf.SoundFile(tmp, "w", samplerate=self.rate, channels=block.shape[1],
+                                                          subtype=self.subtype,
+                                                          format="AIFF" if self.fmt == "aiff" else self.fmt.upper()))
+                self.writers[name] = w
+            w.write(np.clip(block, -1.0, 1.0) if self.clip else block)
+
+
+def write_stems(estimator: Estimator, source, outputs: dict, *, mix_channels: Optional[int] = None,
+                format: str = "wav", bits: int = 16, device="cpu",
+                chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
+                overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1,
+                downmix: bool = False, where: str = "audio", out_rate: Optional[int] = None,
+                out_frames: Optional[int] = None) -> TrackStats:
+    """Run a :class:`ChunkedEngine` on ``source`` and write each output stem block by block to a
+    temporary file that becomes ``outputs[name]`` (a URI) only when the whole track
+    succeeded: on any error nothing is written."""
+    fmt = str(format).lower()
+    subtype = output_subtype(fmt, bits)
+    missing = [o for o in estimator.outputs if o not in outputs]
+    if missing:
+        raise ConfigError("outputs", f"no output URI for '{missing[0]}'")
+    engine = ChunkedEngine(estimator, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                           batch_chunks=batch_chunks, downmix=downmix)
+    with ExitStack() as stack:
+        sink = _StemFiles(stack, outputs, fmt, subtype, int(out_rate or source.sample_rate))
+        stats = engine.run(source, sink, mix_channels=mix_channels, where=where, out_rate=out_rate,
+                           out_frames=out_frames)
+        # leaving the ExitStack closes each writer, then moves its temporary file into place
+    return stats
+
+
+def separate_file(estimator: Estimator, source_uri: str, outputs: dict, *, stream: int = 0,
+                  references: Optional[dict] = None, format: str = "wav", bits: int = 16, device="cpu",
+                  chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
+                  overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1,
+                  downmix: bool = False, block_frames: int = 1 << 17) -> TrackStats:
+    """Separate the file ``source_uri`` end to end in bounded memory.
+
+    The input is decoded in blocks, the stems are written block by block to temporary files
+    that are moved to ``outputs[name]`` (URIs, local or s3://) only when the whole track
+    succeeded; on any error nothing is written. ``references``: reference name ->
+    ``(uri, stream)`` for oracles. Returns :class:`TrackStats`; raises AudioError naming the
+    input for unreadable, empty, NaN-filled or > 2-channel (without ``downmix``) inputs.
+    """
+    with ExitStack() as stack:
+        reader = stack.enter_context(open_reader(source_uri, stream=stream, block_frames=block_frames))
+        where = reader.where
+        others = []
+        for name in estimator.references:
+            if not references or name not in references:
+                raise AudioError(f"{where}: the reference stem '{name}' is missing (the oracle needs "
+                                 f"{', '.join(estimator.references)} beside the mixture)")
+            ref_uri, ref_stream = references[name]
+            r = stack.enter_context(open_reader(ref_uri, stream=ref_stream, block_frames=block_frames))
+            if r.channels != reader.channels:
+                raise AudioError(f"{r.where}: {r.channels} channels, but the mixture {where} has {reader.channels}")
+            others.append(r)
+        source = ZippedReader(reader, others) if others else reader
+        return write_stems(estimator, source, outputs, mix_channels=reader.channels, format=format, bits=bits,
+                           device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                           batch_chunks=batch_chunks, downmix=downmix, where=where)

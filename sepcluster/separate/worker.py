@@ -1,0 +1,198 @@
+"""The ``separate`` job's per-worker code: Ray Data map functions over one track per row.
+
+:func:`prepare` (CPU tasks) probes a track and, for short ones, decodes and resamples it;
+:class:`SeparateWorker` (an actor pool) separates it with the chunked engine
+(:mod:`sepcluster.separate.engine`), writes the stems atomically and records the track's catalog
+rows at once (:func:`make_rows`, :mod:`sepcluster.separate.catalog`). Both take a plain ``cfg``
+dict, so the same code runs locally, in tests and on a cluster. Every failure of a track becomes
+an ``error`` row naming the input; nothing escapes to stop the catalog.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import resource
+import time
+from typing import Optional
+
+from sepcluster import storage
+from sepcluster.errors import AudioError, SepclusterError
+
+from . import catalog
+
+DRIVER_COLUMNS = ("key", "track", "target", "status", "error", "source_uri", "duration")
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for an error row: a SepclusterError's message, else the exception's type and message (redacted)."""
+    if isinstance(exc, SepclusterError):
+        return storage.redact(str(exc))
+    return storage.redact(f"{type(exc).__name__}: {exc}")
+
+
+def prepare(row: dict, cfg: dict) -> dict:
+    """Ray Data map: probe (and for short tracks decode + resample) one input."""
+    import numpy as np
+
+    from sepcluster import audio
+
+    from sepcluster.audiostream import open_reader
+
+    row = dict(row)
+    row.update(status="ok", mode="stream", sample_rate=0, channels=0, frames=0, downmixed=False,
+               audio=np.zeros((0, 0), np.float32))
+    if row.get("error"):
+        row["status"] = "error"
+        return row
+    t0 = time.perf_counter()
+    try:
+        with open_reader(row["source_uri"], stream=int(row["stream"])) as reader:
+            rate, channels, frames = reader.sample_rate, reader.channels, reader.frames
+        row.update(sample_rate=int(rate), channels=int(channels), frames=int(frames))
+        if channels > 2 and not cfg["downmix"]:
+            raise AudioError(f"{storage.redact(row['source_uri'])}: {channels} channels is not supported "
+                                  f"(mono or stereo only; pass --downmix to average the channels to mono)")
+        inline = (not cfg["oracle"]) and frames / float(rate) <= cfg["inline_seconds"]
+        if inline:
+            data, rate = audio.read_audio(row["source_uri"], stream=int(row["stream"]))
+            row["frames"] = int(data.shape[0])
+            if data.shape[1] > 2:
+                data = data.mean(axis=1, keepdims=True)
+                row["downmixed"] = True
+            model_rate = cfg["model_rate"] or rate
+            row["audio"] = audio.resample(data, rate, model_rate)
+            row["mode"] = "inline"
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an error row
+        row["status"] = "error"
+        row["error"] = error_text(exc)
+    row["prepare_seconds"] = time.perf_counter() - t0
+    return row
+
+
+class SeparateWorker:
+    """Ray Data actor: separates one track per call and writes its stems and catalog rows.
+
+    ``cfg`` is a plain dict (see :func:`separate`), so the same class runs locally, in tests
+    and on a cluster.
+    """
+
+    def __init__(self, cfg: dict):
+        import torch
+
+        from .estimators import make_estimator
+
+        self.cfg = cfg
+        threads = int(cfg.get("threads") or 0)
+        if threads > 0:
+            torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
+        self.device = cfg["device"]
+        if cfg["oracle"]:
+            from .oracle import IdealRatioMask
+
+            separator = IdealRatioMask.from_name(cfg["oracle"])
+        else:
+            from sepcluster.models import load_bundle
+
+            separator = load_bundle(cfg["model"], targets=cfg["targets"], device=self.device)
+        self.estimator = make_estimator(separator, targets=cfg["targets"], niter=cfg["niter"],
+                                        softmask=cfg["softmask"], residual=cfg["residual"], eps=cfg["eps"],
+                                        double=cfg["double"], device=self.device)
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["key"])
+        out_rows: list = []
+        for i in range(n):
+            row = {k: v[i] for k, v in batch.items()}
+            out_rows.extend(self.process(row))
+        return {c: [r.get(c) for r in out_rows] for c in DRIVER_COLUMNS}
+
+    def process(self, row: dict) -> list:
+        import json as _json
+
+        from sepcluster.audiostream import ArrayReader
+
+        from .engine import separate_file, write_stems
+
+        cfg = self.cfg
+        est = self.estimator
+        ext = cfg["format"]
+        track = str(row["track"])
+        outputs = {o: storage.join(cfg["out"], track, f"{o}.{ext}") for o in est.outputs}
+        t0 = time.perf_counter()
+        status, error, stats = catalog.DONE, None, None
+        if row["status"] != "ok":
+            status, error = catalog.ERROR, str(row.get("error") or "unknown error")
+        else:
+            try:
+                _clean_stale_temps(cfg["out"], track)
+                common = dict(format=ext, bits=cfg["bits"], device=self.device, chunk_seconds=cfg["chunk_seconds"],
+                              overlap_seconds=cfg["overlap_seconds"], batch_chunks=cfg["batch_chunks"],
+                              downmix=cfg["downmix"])
+                if row["mode"] == "inline":
+                    audio_arr = row["audio"]
+                    model_rate = cfg["model_rate"] or int(row["sample_rate"])
+                    reader = ArrayReader(audio_arr, model_rate, where=storage.redact(row["source_uri"]))
+                    stats = write_stems(est, reader, outputs, mix_channels=reader.channels,
+                                        where=storage.redact(row["source_uri"]), out_rate=int(row["sample_rate"]),
+                                        out_frames=int(row["frames"]), **common)
+                else:
+                    refs = {k: tuple(v) for k, v in _json.loads(row.get("references") or "{}").items()}
+                    stats = separate_file(est, row["source_uri"], outputs, stream=int(row["stream"]),
+                                          references=refs, **common)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an error row
+                status, error = catalog.ERROR, error_text(exc)
+                stats = None
+        seconds = time.perf_counter() - t0 + float(row.get("prepare_seconds") or 0.0)
+        rows = make_rows(row, est.outputs, outputs, status, error, stats, est.bundle_id, seconds, cfg)
+        catalog.write_part(cfg["out"], row["key"], rows)
+        for r in rows:
+            r["key"] = row["key"]
+        return rows
+
+
+def make_rows(row: dict, names, outputs: dict, status: str, error: Optional[str], stats, bundle_id: str,
+              seconds: float, cfg: dict) -> list:
+    """The catalog rows of one track (one per output name)."""
+    downmixed = bool(row.get("downmixed")) or bool(stats.downmixed if stats is not None else False)
+    channels = int(row.get("channels") or (stats.channels if stats is not None else 0) or 0) or None
+    rate = int(row.get("sample_rate") or (stats.sample_rate if stats is not None else 0) or 0) or None
+    frames = int(row.get("frames") or (stats.frames if stats is not None else 0) or 0)
+    if stats is not None:
+        frames, rate = stats.frames, stats.sample_rate
+    out_channels = None
+    if channels:
+        out_channels = 1 if (downmixed or channels > 2) else channels
+    model_rate = stats.model_rate if stats is not None else (cfg.get("model_rate") or None)
+    finished = catalog.now()
+    rss = _max_rss_mb()
+    rows = []
+    for name in names:
+        rows.append({
+            "track": str(row["track"]), "target": name, "status": status,
+            "error": error if status == catalog.ERROR else None,
+            "source_uri": storage.redact(row["source_uri"]), "stream": int(row.get("stream") or 0),
+            "subset": row.get("subset") or None,
+            "output_uri": outputs[name] if status == catalog.DONE else None,
+            "duration": frames / float(rate) if rate else None, "sample_rate": rate, "channels": channels,
+            "output_channels": out_channels, "downmixed": downmixed, "model_sample_rate": model_rate,
+            "bundle_id": bundle_id, "format": cfg["format"], "bits": int(cfg["bits"]), "seconds": float(seconds),
+            "finished_at": finished, "worker_max_rss_mb": rss,
+        })
+    return rows
+
+
+def _clean_stale_temps(out: str, track: str) -> None:
+    """Remove temporary stems a killed worker left in a local track folder."""
+    if storage.is_remote(out):
+        return
+    folder = storage.join(out, track)
+    for path in glob.glob(os.path.join(glob.escape(folder), ".*.tmp-*")):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
