@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 
@@ -29,6 +30,33 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                "Markdown/HTML report of evaluation results beside SiSEC 2018"),
     "pipeline": ("sepcluster.pipeline", "add_arguments", "run_from_args",
                  "run stems -> generate -> train -> separate -> evaluate from one YAML config"),
+}
+
+
+# examples shown at the end of each command's --help
+EXAMPLES: dict[str, str] = {
+    "stems": """examples:
+  sepcluster stems synth --out stems/ --songs 16 --seconds 12 --seed 0
+  sepcluster stems prepare --musdb ~/musdb18hq --is-wav --subset train --out stems/
+  sepcluster stems prepare --folders ~/multitracks --labels vocals,drums,bass,other --out stems/""",
+    "generate": """examples:
+  sepcluster generate --recipe cluster/recipes/demo.yaml --stems stems/ --out mixes/ --num-mixtures 1000
+  sepcluster generate --out s3://bucket/mixes --regenerate 42      # remake mixture 42 and compare""",
+    "train": """examples:
+  sepcluster train --config sepcluster/train/demo.yaml --data mixes/ --targets vocals --out model/
+  sepcluster train --data stems/ --targets vocals,drums,bass,other --num-workers 4 --gpus --out s3://b/models/umx""",
+    "separate": """examples:
+  sepcluster separate --model model/ --input library/ --out separated/
+  sepcluster separate --model htdemucs.th --input s3://bucket/library/ --out s3://bucket/stems --device cuda
+  sepcluster separate --oracle irm --input musdb18hq/ --subset test --out oracle/""",
+    "evaluate": """examples:
+  sepcluster evaluate --references musdb18hq/ --subset test --is-wav --estimates separated/ --out scores/
+  sepcluster evaluate --references musdb18hq/ --subset test --is-wav --separate-with model/ --out scores/""",
+    "report": """examples:
+  sepcluster report --results scores/ scores-oracle/ --out report/ --methods TAK1,UHL2,IRM1""",
+    "pipeline": """examples:
+  sepcluster pipeline --config cluster/demo.yaml
+  sepcluster pipeline --config cluster/demo.yaml --stages separate,evaluate,report --address 10.0.0.1:6379""",
 }
 
 
@@ -52,6 +80,8 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         action = dests[dest]
         if isinstance(action, ListOption):
             value = comma_list(value) or None
+        elif isinstance(action, argparse._AppendAction):  # a repeatable option: a list of values
+            value = [str(v) for v in value] if isinstance(value, list) else [str(value)]
         elif isinstance(value, list) and action.nargs is None and action.type is None:
             value = ",".join(str(v) for v in value)
         defaults[dest] = value
@@ -63,19 +93,29 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``sepcluster`` parser. ``only``: add the options of that command alone (``""``: of none,
+    enough for ``sepcluster --help`` without importing any job)."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="sepcluster",
         description="Distributed batch processing for music source separation on Ray. "
                     "Storage: local paths or s3:// (AWS_* environment). Tracking: MLflow "
                     "(MLFLOW_TRACKING_URI, default SQLite under $SEPCLUSTER_HOME).")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"sepcluster {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging, and Ray's own log lines")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, add_fn, _run, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if only is not None and name != only:
             continue
         p.add_argument("--config", metavar="FILE.yaml",
                        help="YAML mapping of option names to values (defaults for the flags below)")
+        p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                       help="debug logging, and Ray's own log lines")
+        p.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
         getattr(importlib.import_module(module), add_fn)(p)
     return parser
 
@@ -86,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=command if command in COMMANDS else None)
+    parser = build_parser(only=command if command in COMMANDS else "")
     try:
         if command in COMMANDS and command != "pipeline":  # the pipeline's --config is its own YAML
             sub_parser = parser._subparsers._group_actions[0].choices[command]
             _apply_config(sub_parser, argv[argv.index(command) + 1:])
         args = parser.parse_args(argv)
+        if args.no_progress:
+            os.environ["SEPCLUSTER_NO_PROGRESS"] = "1"
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         module, _add, run_fn, _help = COMMANDS[args.command]
@@ -100,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         from .storage import redact
 
         print(f"sepcluster: error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be read or written (--out /proc/x, a full disk, ...)
+        from .storage import redact
+
+        what = f"{exc.filename}: {exc.strerror}" if getattr(exc, "filename", None) and exc.strerror else str(exc)
+        print(f"sepcluster: error: {redact(what)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sepcluster: interrupted; rerun the same command to resume", file=sys.stderr)

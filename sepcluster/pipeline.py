@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stages", nargs="+", action=ListOption, default=list(STAGES),
                         help="stages to run, comma-separated (default: all, in order)")
     parser.epilog = ("The config is a YAML file with sections: " + ", ".join(SECTIONS) +
-                     ". See cluster/demo.yaml.")
+                     ". See cluster/demo.yaml.\n\n" + (parser.epilog or ""))
 
 
 def run_from_args(args: argparse.Namespace) -> int:

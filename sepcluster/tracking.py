@@ -66,7 +66,52 @@ def _import_mlflow():
     return mlflow
 
 
+_CHECKED: set = set()
+SERVER_CHECK_SECONDS = 5.0
+
+
+def check_server(uri: Optional[str] = None, timeout: float = SERVER_CHECK_SECONDS) -> None:
+    """For an ``http(s)://`` tracking URI: one short request to the server's health endpoint, so that a
+    dead or wrong server is a one-line :class:`~sepcluster.errors.ConfigError` (URI redacted) at the start
+    of a job, not minutes of retries and a traceback at its end. Other stores need no check."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    from .errors import ConfigError
+
+    uri = uri or tracking_uri()
+    if not uri.lower().startswith(("http://", "https://")) or uri in _CHECKED:
+        return
+    parts = urlsplit(uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    health = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    request = urllib.request.Request(health)
+    if parts.username is not None:  # basic auth, as MLflow's client sends it
+        import base64
+
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise ConfigError("MLFLOW_TRACKING_URI", f"{storage.redact(uri)}: the MLflow server refused the "
+                                                     f"credentials (HTTP {exc.code})") from None
+        # any other answer: a server is there (a proxy may not route /health)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError("MLFLOW_TRACKING_URI", f"{storage.redact(uri)}: no MLflow server answers "
+                                                 f"({storage.redact(str(reason))}); start it, or unset "
+                                                 f"MLFLOW_TRACKING_URI to log to the local SQLite store") from None
+    _CHECKED.add(uri)
+
+
 def _mlflow():
+    check_server()
     mlflow = _import_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow

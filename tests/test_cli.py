@@ -15,6 +15,24 @@ def test_every_command_has_help(command, capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "--config" in out and len(out.splitlines()) > 4
+    assert "--no-progress" in out and "examples:" in out and f"sepcluster {command} " in out
+
+
+def test_version_and_python_dash_m():
+    import sepcluster
+
+    for cmd in ([sys.executable, "-m", "sepcluster", "--version"], [sys.executable, "-m", "sepcluster.cli", "--version"]):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        assert done.returncode == 0 and done.stdout.strip() == f"sepcluster {sepcluster.__version__}"
+
+
+def test_top_level_help_imports_no_job():
+    code = ("import sys; from sepcluster import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['sepcluster', j] for j in "
+            "('stems', 'generate', 'train', 'separate', 'evaluate', 'models'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
 
 
 def test_top_level_help_lists_jobs():

@@ -29,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-mb", type=int, metavar="MB",
                         help="per-actor cache of decoded sources and, without pitch/time, their channel "
                              "conversion; used when the whole library fits (default 2048; 0 disables)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--regenerate", type=int, metavar="SEED",
                         help="remake mixture SEED from the dataset's recipe, compare with the stored one and print "
                              "the result (exit 1 when they differ)")
@@ -59,7 +58,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     summary = generate(args.recipe, args.stems, args.out, args.num_mixtures, base_seed=args.base_seed,
                        num_actors=args.num_actors, shard_size=args.shard_size, address=args.address,
-                       audio_format=args.audio_format, cache_mb=args.cache_mb, progress=not args.no_progress)
+                       audio_format=args.audio_format, cache_mb=args.cache_mb, progress=not getattr(args, "no_progress", False))
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

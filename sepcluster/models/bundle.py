@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from sepcluster import storage
 from sepcluster.errors import ConfigError, DataError, StorageError
 
-from .openunmix_files import official_files, official_meta, read_json, strip_legacy_umx_keys
+from .openunmix_files import official_file, official_files, official_meta, read_json, strip_legacy_umx_keys
 from .registry import build_model, model_names
 
 BUNDLE_JSON = "bundle.json"
@@ -348,9 +348,9 @@ def _parse_targets(targets: Union[None, str, Iterable[str]]) -> Optional[list]:
 
 def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
                 device: Union[str, torch.device] = "cpu") -> SeparatorBundle:
-    """Load a separator bundle folder (or a folder of official Open-Unmix ``.pth`` files).
+    """Load a separator bundle folder, a folder of official Open-Unmix ``.pth`` files, or one such file.
 
-    ``targets``: None (all), a list, or a comma-separated string. Models are built with
+    ``targets``: None (all) or a list of names. Models are built with
     :func:`sepcluster.models.registry.build_model`, loaded with ``strict=True``, moved to ``device``
     and put in eval mode. Errors: StorageError (folder missing), ConfigError (a requested
     target not in the bundle), DataError (no weights, corrupt file, digest mismatch, a state
@@ -359,10 +359,13 @@ def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
     where = storage.redact(uri)
     if not storage.exists(uri):
         raise StorageError(f"{where}: separator bundle folder not found")
-    if not storage.isdir(uri):
-        raise StorageError(f"{where}: not a folder (a separator bundle is a folder with <target>.pth files "
-                           f"and bundle.json)")
     wanted = _parse_targets(targets)
+    if not storage.isdir(uri):
+        if str(uri).lower().endswith(".pth"):  # one official Open-Unmix weights file
+            files = official_file(uri)
+            return _load_official(storage.parent(uri), files, wanted, device, where)
+        raise StorageError(f"{where}: not a folder (a separator bundle is a folder with <target>.pth files "
+                           f"and bundle.json) nor an Open-Unmix .pth file")
 
     json_uri = storage.join(uri, BUNDLE_JSON)
     if storage.exists(json_uri):
@@ -398,6 +401,11 @@ def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
     files = official_files(uri)
     if not files:
         raise DataError(f"{where}: no {BUNDLE_JSON} and no <target>.pth weights files: not a separator bundle")
+    return _load_official(uri, files, wanted, device, where)
+
+
+def _load_official(folder: str, files: dict, wanted, device, where: str) -> SeparatorBundle:
+    """A bundle of official Open-Unmix weights ``files`` (``{target: URI}``) with the JSON files of ``folder``."""
     available = sorted(files)
     chosen = available if wanted is None else wanted
     _check_wanted(chosen, available, where)
@@ -407,15 +415,15 @@ def load_bundle(uri: str, targets: Union[None, str, Iterable[str]] = None,
         digests[t] = hashlib.sha256(data).hexdigest()
         states[t], found = strip_legacy_umx_keys(_load_state(data, storage.redact(files[t])))
         legacy.update({k: v for k, v in found.items() if k not in legacy})
-    meta = BundleMeta(**official_meta(uri, files, states, legacy))
-    meta.validate(f"{where} (Open-Unmix folder)")
+    meta = BundleMeta(**official_meta(folder, files, states, legacy))
+    meta.validate(f"{where} (Open-Unmix weights)")
     for t in chosen:
         meta.weights[t] = {"file": storage.basename(files[t]), "sha256": digests[t]}
     models = {}
     for t in chosen:
         model = build_model("umx", **meta.kwargs_for(t))
         models[t] = _finish(model, states[t], storage.redact(files[t]), device)
-    return SeparatorBundle(uri=uri, meta=meta, models=models)
+    return SeparatorBundle(uri=folder if len(files) > 1 else next(iter(files.values())), meta=meta, models=models)
 
 
 def _check_wanted(chosen: list, available: list, where: str) -> None:

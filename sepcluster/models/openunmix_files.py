@@ -91,6 +91,15 @@ def official_files(uri: str) -> dict:
     return found
 
 
+def official_file(uri: str) -> dict:
+    """``{target: URI}`` of one official Open-Unmix weights file (``vocals.pth`` or ``vocals-<hash>.pth``)."""
+    m = _HUB_FILE.match(storage.basename(uri))
+    if not m:
+        raise DataError(f"{storage.redact(uri)}: not an Open-Unmix weights file name (<target>.pth or "
+                        f"<target>-<hash>.pth)")
+    return {m.group("target"): uri}
+
+
 def official_meta(uri: str, files: dict, states: dict, legacy: dict) -> dict:
     """The ``BundleMeta`` fields of an official Open-Unmix folder: shapes from the state dicts; STFT and
     sample rate from ``separator.json`` / ``<target>.json`` when present, else from the

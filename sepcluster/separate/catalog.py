@@ -9,7 +9,7 @@ earlier row of its source) and deletes them.
 
 A track is *done* for a run when the catalog holds a ``done`` row for every output the run
 asks for (targets, plus ``accompaniment`` with the residual) made by the same separator
-(``bundle_id``); everything else is (re)done. Columns: see :data:`SCHEMA`.
+(``bundle_id``) with the same output settings (``settings_id``); everything else is (re)done. Columns: see :data:`SCHEMA`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ SCHEMA = pa.schema([
     pa.field("seconds", pa.float64()),       # wall seconds spent on the track
     pa.field("finished_at", pa.timestamp("us", tz="UTC")),
     pa.field("worker_max_rss_mb", pa.float64()),  # peak RSS of the worker process so far
+    pa.field("model_kind", pa.string()),     # bundle | umx | demucs | bs_roformer | mel_band_roformer | oracle
+    pa.field("weights_sha256", pa.string()),  # SHA-256 of the model's weights files (null for an oracle)
+    pa.field("settings_id", pa.string()),    # hash of the settings that change the output (format, niter, ...)
 ])
 COLUMNS = SCHEMA.names
 
@@ -101,6 +104,36 @@ def _conform(table: pa.Table) -> pa.Table:
         else:
             cols[f.name] = pa.nulls(n, type=f.type)
     return pa.table(cols, schema=SCHEMA)
+
+
+ATTEMPTS_DIR = f"{STATE_DIR}/attempts"
+MAX_ATTEMPTS = 3  # a track whose worker dies this many times is recorded as an error
+
+
+def attempt_uri(out: str, key: str) -> str:
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
+    return storage.join(out, *ATTEMPTS_DIR.split("/"), digest)
+
+
+def start_attempt(out: str, key: str) -> int:
+    """Count one more attempt at separating ``key`` (a small file under ``<out>/.sepcluster/attempts``);
+    returns the attempt number (1 the first time). A worker that dies leaves its count behind, so the
+    retry Ray makes after restarting the actor sees it."""
+    uri = attempt_uri(out, key)
+    try:
+        attempt = int(storage.read_text(uri).strip() or 0) + 1
+    except (FileNotFoundError, ValueError):
+        attempt = 1
+    storage.write_text(uri, str(attempt))
+    return attempt
+
+
+def end_attempts(out: str, key: str) -> None:
+    """Forget the attempts of ``key`` (its rows are recorded)."""
+    try:
+        storage.delete(attempt_uri(out, key))
+    except Exception:  # noqa: BLE001 - a leftover count only matters if the track is retried
+        pass
 
 
 def write_part(out: str, key: str, rows: list) -> str:
@@ -177,20 +210,24 @@ def _remove_empty_state(out: str) -> None:
         return
     import os
 
-    for folder in (parts_uri(out), storage.join(out, STATE_DIR)):
+    for folder in (parts_uri(out), storage.join(out, *ATTEMPTS_DIR.split("/")), storage.join(out, STATE_DIR)):
         try:
             os.rmdir(folder)
         except OSError:
             return
 
 
-def done_keys(rows: list, outputs: Iterable[str], bundle_id: str) -> set:
-    """Source keys whose every requested output is ``done`` with ``bundle_id``."""
+def done_keys(rows: list, outputs: Iterable[str], bundle_id: str, settings_id: Optional[str] = None) -> set:
+    """Source keys whose every requested output is ``done`` with ``bundle_id`` (and, when given,
+    ``settings_id``: the same format, Wiener and chunk settings; see ``separate.pipeline.settings_id``)."""
     wanted = set(outputs)
     have: dict = {}
     for r in rows:
-        if r.get("status") == DONE and r.get("bundle_id") == bundle_id:
-            have.setdefault(source_key_of(r), set()).add(r.get("target"))
+        if r.get("status") != DONE or r.get("bundle_id") != bundle_id:
+            continue
+        if settings_id is not None and r.get("settings_id") != settings_id:
+            continue
+        have.setdefault(source_key_of(r), set()).add(r.get("target"))
     return {k for k, got in have.items() if wanted <= got}
 
 

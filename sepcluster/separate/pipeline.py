@@ -34,10 +34,11 @@ error too. The summary counts them and :attr:`SeparateSummary.exit_code` is 1 if
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -45,7 +46,7 @@ from sepcluster import storage
 from sepcluster.datasets import MUSDB_SOURCES
 from sepcluster.errors import ConfigError
 
-from . import catalog
+from . import catalog, separators
 from .engine import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, RESIDUAL_NAME, output_subtype
 from .inputs import assign_names, list_inputs
 from .worker import SeparateWorker, error_text, make_rows, prepare
@@ -53,6 +54,8 @@ from .worker import SeparateWorker, error_text, make_rows, prepare
 log = logging.getLogger(__name__)
 
 FORMATS = ("wav", "flac", "ogg", "aiff")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LAYOUTS = ("tracks", "musdb")  # <out>/<track>/<target>.<ext> | <out>/<subset>/<track>/<target>.<ext>
 DEFAULT_INLINE_SECONDS = 600.0
 
 
@@ -104,7 +107,11 @@ class SeparateSummary:
 # ---------------------------------------------------------------------------------------
 # driver
 
-def _resources(device: Optional[str], num_actors: Optional[int], batch_chunks: Optional[int]) -> dict:
+def _resources(device: Optional[str], num_actors: Optional[int], batch_chunks: Optional[int],
+               gpus_per_actor: float = 1.0) -> dict:
+    """Actors, their resources and torch threads: on GPUs, ``gpus_per_actor`` of a GPU each and by
+    default as many actors as fit on every GPU of every node; on CPUs, fractional ``num_cpus`` so
+    the prepare tasks always find a CPU."""
     from sepcluster import raycluster
 
     cpus = max(1, raycluster.cluster_cpus())
@@ -115,8 +122,9 @@ def _resources(device: Optional[str], num_actors: Optional[int], batch_chunks: O
     if use_gpu:
         if not gpus:
             raise ConfigError("device", f"{device} was asked for but the Ray cluster has no GPUs")
-        actors = int(num_actors or gpus)
-        remote = {"num_gpus": 1, "num_cpus": 1}
+        per_gpu = max(1, int(round(1.0 / float(gpus_per_actor))))
+        actors = int(num_actors or gpus * per_gpu)
+        remote = {"num_gpus": float(gpus_per_actor), "num_cpus": min(1.0, max(0.25, (cpus - 0.5) / actors))}
         threads = 2
     else:
         actors = int(num_actors or max(1, cpus // 4))
@@ -127,7 +135,7 @@ def _resources(device: Optional[str], num_actors: Optional[int], batch_chunks: O
             "batch_chunks": int(batch_chunks or (4 if use_gpu else 1))}
 
 
-def separate(model: Optional[str] = None, input: Optional[str] = None, out: Optional[str] = None,
+def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
              targets: Optional[list] = None, format: str = "wav", bits: int = 16, niter: int = 1,
              softmask: bool = False, residual: bool = False, oracle: Optional[str] = None,
              subsets: Optional[list] = None, overwrite: bool = False, downmix: bool = False,
@@ -135,69 +143,85 @@ def separate(model: Optional[str] = None, input: Optional[str] = None, out: Opti
              chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS, overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
              batch_chunks: Optional[int] = None, num_actors: Optional[int] = None,
              inline_seconds: float = DEFAULT_INLINE_SECONDS, eps: Optional[float] = 1e-10, double: bool = False,
-             limit: Optional[int] = None, run_name: Optional[str] = None,
-             num_cpus: Optional[int] = None) -> SeparateSummary:
-    """Separate every track of ``input`` into ``out`` with a bundle (``model``) or an oracle.
+             limit: Optional[int] = None, run_name: Optional[str] = None, num_cpus: Optional[int] = None,
+             model_type: Optional[str] = None, model_config: Optional[str] = None, precision: str = "fp32",
+             gpus_per_actor: float = 1.0, layout: str = "tracks") -> SeparateSummary:
+    """Separate every track of ``input`` into ``out`` with a model (``model``) or an oracle.
 
     Args:
-        model: separator bundle URI (see :func:`sepcluster.models.load_bundle`).
+        model: a sepcluster bundle, an Open-Unmix ``.pth`` (or a folder of them), a demucs ``.th``
+            or bag ``.yaml``, or a BS-/Mel-Band RoFormer checkpoint with its MSST YAML
+            (:mod:`sepcluster.separate.separators`); ``model_type`` / ``model_config`` as
+            ``--model-type`` / ``--model-config``.
         input: a folder / s3:// prefix (recursive), a Parquet/CSV manifest, a MUSDB root (with
-            ``subsets``) or one audio file.
-        out: output folder URI; stems go to ``<out>/<track>/<target>.<format>`` and the
-            catalog to ``<out>/catalog.parquet``.
-        targets: list of names (default: all of the bundle / oracle).
+            ``subsets``) or one audio file; or a list of them.
+        out: output folder URI; stems go to ``<out>/<track>/<target>.<format>`` (``layout="musdb"``:
+            ``<out>/<subset>/<track>/<target>.<format>``, museval's estimates layout) and the catalog
+            to ``<out>/catalog.parquet``.
+        targets: list of names (default: all outputs of the model / oracle).
         format, bits: wav (16/24/32 float), flac (16/24), ogg, aiff.
-        niter, softmask, residual, eps, double: Wiener filter options
-            (:func:`sepcluster.separate.wiener.wiener`); ``residual`` adds ``accompaniment``.
+        niter, softmask, residual, eps, double: Wiener filter options of spectrogram models
+            (:func:`sepcluster.separate.wiener.wiener`); ``residual`` adds ``accompaniment``
+            (the mixture minus the targets) for every kind.
         oracle: ``"irm"`` (or ``irm1``/``irm2``) instead of a model (MUSDB-layout inputs).
         subsets: read ``input`` as a MUSDB root: e.g. ``["test"]`` or ``["train", "test"]``.
         overwrite: redo tracks already done. downmix: average > 2 channels to mono.
         address: Ray address (None: ``RAY_ADDRESS`` or a new local Ray; an open
             :func:`sepcluster.raycluster.session` is reused).
-        device: ``cpu``/``cuda`` (default: cuda when the cluster has GPUs).
-        chunk_seconds, overlap_seconds, batch_chunks: chunking (see :mod:`~sepcluster.separate.engine`).
-        num_actors: separating actors (default: one per GPU, else CPUs // 4).
+        device: ``cpu``/``cuda`` (default: cuda when the cluster has GPUs); ``precision``:
+            ``fp32``, ``bf16`` or ``fp16`` autocast on CUDA (CPU stays fp32);
+            ``gpus_per_actor``: a fraction packs several actors on one GPU (0.5: two).
+        chunk_seconds, overlap_seconds: spectrogram models' chunking (see
+            :mod:`~sepcluster.separate.engine`; waveform models use their own segment and overlap);
+            batch_chunks: chunks per model call.
+        num_actors: separating actors (default: every GPU of the cluster / ``gpus_per_actor``, else
+            CPUs // 4).
         inline_seconds: tracks up to this length are decoded by the CPU tasks; longer ones
             stream inside the actor.
         limit: only the first ``limit`` inputs.
 
     Returns a :class:`SeparateSummary` (``exit_code`` 1 when a track failed). Raises
-    ConfigError/DataError/StorageError for bad arguments or an unreadable ``input``/``model``.
+    ConfigError/DataError/StorageError for bad arguments, an unreadable ``input``/``model`` or an
+    ``out`` that cannot be written, before any track is touched.
     """
-    model, input, out = (storage.absolute(u) for u in (model, input, out))
+    inputs = [storage.absolute(u) for u in ([input] if isinstance(input, str) else list(input or []))]
+    model, out = storage.absolute(model), storage.absolute(out)
     from sepcluster import tracking
 
-    fmt = _check_arguments(model, input, out, oracle, format, bits, niter)
     if chunk_seconds is not None and float(chunk_seconds) <= 0:
         chunk_seconds = None
+    fmt = _check_arguments(inputs, out, format, bits, niter, chunk_seconds, overlap_seconds, precision,
+                           gpus_per_actor, layout)
     t_start = time.perf_counter()
-    targets, outputs, bundle_id, model_rate = _plan_outputs(model, oracle, targets, residual, eps)
-    tracks = _plan_tracks(input, subsets, out, limit, oracle)
+    spec, targets, outputs = _plan_outputs(model, oracle, targets, residual, model_type, model_config)
+    cfg = dict(out=out, targets=targets, format=fmt, bits=int(bits), niter=int(niter), softmask=bool(softmask),
+               residual=bool(residual), eps=eps, double=bool(double), downmix=bool(downmix),
+               chunk_seconds=chunk_seconds, overlap_seconds=float(overlap_seconds), layout=layout,
+               inline_seconds=float(inline_seconds), model_rate=spec.sample_rate, separator=spec.to_dict(),
+               oracle=oracle, precision=precision)
+    cfg["settings_id"] = settings_id(cfg)
+    _check_writable(out)
+    tracks = _plan_tracks(inputs, subsets, out, limit, oracle)
     catalog.consolidate(out) if storage.exists(catalog.parts_uri(out)) else None  # parts of a killed run
     existing = catalog.read_rows(out)
     names = assign_names(tracks, catalog.names_in_use(existing))
-    done = set() if overwrite else catalog.done_keys(existing, outputs, bundle_id)
+    done = set() if overwrite else catalog.done_keys(existing, outputs, spec.bundle_id, cfg["settings_id"])
     todo = [t for t in tracks if t.key not in done]
+    redo = catalog.done_keys(existing, outputs, spec.bundle_id) - done if not overwrite else set()
+    if redo & {t.key for t in todo}:
+        log.warning("%d track(s) in %s were separated with other settings: separating them again",
+                    len(redo & {t.key for t in todo}), storage.redact(out))
     summary = SeparateSummary(out=out, catalog_uri=catalog.catalog_uri(out), tracks_total=len(tracks),
-                              tracks_skipped=len(tracks) - len(todo), outputs=outputs, bundle_id=bundle_id)
-    params = {"model": model, "oracle": oracle, "input": input, "out": out,
-              "subset": ",".join(subsets) if subsets else None, "targets": ",".join(outputs), "format": fmt,
-              "bits": bits, "niter": niter, "softmask": softmask, "residual": residual, "overwrite": overwrite,
-              "downmix": downmix, "chunk_seconds": chunk_seconds, "overlap_seconds": overlap_seconds, "eps": eps,
-              "double": double, "bundle_id": bundle_id}
-    with tracking.job_run("separate", params, run_name=run_name) as run:
+                              tracks_skipped=len(tracks) - len(todo), outputs=outputs, bundle_id=spec.bundle_id)
+    with tracking.job_run("separate", _params(model, oracle, inputs, out, subsets, outputs, cfg, overwrite, spec),
+                          run_name=run_name) as run:
         summary.run_id = run.info.run_id
         tracking.log_metrics({"tracks_total": len(tracks), "tracks_skipped": summary.tracks_skipped,
                               "tracks_todo": len(todo)})
         if todo:
-            _run_ray(todo, names, summary, dict(
-                model=model, oracle=oracle, out=out, targets=targets, format=fmt, bits=int(bits), niter=int(niter),
-                softmask=bool(softmask), residual=bool(residual), eps=eps, double=bool(double),
-                downmix=bool(downmix), chunk_seconds=chunk_seconds, overlap_seconds=float(overlap_seconds),
-                inline_seconds=float(inline_seconds), model_rate=model_rate),
-                address=address, device=device, num_actors=num_actors, batch_chunks=batch_chunks,
-                num_cpus=num_cpus)
-        table = catalog.consolidate(out, metadata={"sepcluster.bundle_id": bundle_id,
+            _run_ray(todo, names, summary, cfg, address=address, device=device, num_actors=num_actors,
+                     batch_chunks=batch_chunks, num_cpus=num_cpus, gpus_per_actor=gpus_per_actor)
+        table = catalog.consolidate(out, metadata={"sepcluster.bundle_id": spec.bundle_id,
                                                    "sepcluster.outputs": ",".join(outputs),
                                                    "sepcluster.mlflow_run_id": summary.run_id or ""})
         summary.wall_seconds = time.perf_counter() - t_start
@@ -205,46 +229,88 @@ def separate(model: Optional[str] = None, input: Optional[str] = None, out: Opti
     return summary
 
 
-def _check_arguments(model, input, out, oracle, format: str, bits: int, niter: int) -> str:
-    """ConfigError for a bad argument; returns the output format in lower case."""
-    if not input:
-        raise ConfigError("input", "is required")
+# every setting besides the model that changes what is written for a track that separates (downmix only
+# decides whether > 2-channel inputs separate at all, so a rerun with it keeps the tracks already done)
+SETTINGS = ("format", "bits", "niter", "softmask", "eps", "double", "chunk_seconds", "overlap_seconds", "layout",
+            "precision")
+
+
+def settings_id(cfg: dict) -> str:
+    """A short hash of every setting besides the model that changes what is written (the resume key)."""
+    text = json.dumps({k: cfg.get(k) for k in SETTINGS}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _params(model, oracle, inputs, out, subsets, outputs, cfg: dict, overwrite: bool, spec) -> dict:
+    return {"model": model, "oracle": oracle, "input": ",".join(inputs), "out": out,
+            "subset": ",".join(subsets) if subsets else None, "targets": ",".join(outputs),
+            "overwrite": overwrite, "bundle_id": spec.bundle_id, "model_kind": spec.kind,
+            "weights_sha256": spec.weights_sha256, "settings_id": cfg["settings_id"],
+            **{k: cfg[k] for k in ("format", "bits", "niter", "softmask", "residual", "downmix", "chunk_seconds",
+                                   "overlap_seconds", "eps", "double", "layout", "precision")}}
+
+
+def _check_arguments(inputs: list, out, format: str, bits: int, niter: int, chunk_seconds, overlap_seconds,
+                     precision: str, gpus_per_actor: float, layout: str) -> str:
+    """ConfigError naming the option for a bad argument; returns the output format in lower case."""
+    if not inputs:
+        raise ConfigError("input", "is required (files, folders, s3:// prefixes or manifests to separate)")
     if not out:
         raise ConfigError("out", "is required")
-    if bool(model) == bool(oracle):
-        raise ConfigError("model", "give exactly one of --model BUNDLE or --oracle irm")
     fmt = str(format).lower()
     if fmt not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, got {format!r}")
     output_subtype(fmt, bits)
     if int(niter) < 0:
         raise ConfigError("niter", f"must be >= 0, got {niter}")
+    if overlap_seconds is None or float(overlap_seconds) < 0:
+        raise ConfigError("overlap-seconds", f"must be >= 0 seconds, got {overlap_seconds}")
+    if chunk_seconds is not None and 2 * float(overlap_seconds) > float(chunk_seconds):
+        raise ConfigError("overlap-seconds", f"{overlap_seconds} s must be at most half of --chunk-seconds "
+                                             f"({chunk_seconds} s)")
+    if precision not in PRECISIONS:
+        raise ConfigError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not 0 < float(gpus_per_actor) <= 1:
+        raise ConfigError("gpus-per-actor", f"must be in (0, 1], got {gpus_per_actor}")
+    if layout not in LAYOUTS:
+        raise ConfigError("layout", f"must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     return fmt
 
 
-def _plan_outputs(model, oracle, targets, residual: bool, eps) -> tuple:
-    """What the run produces, known on the driver: ``(targets, outputs, bundle_id, model_rate)``
-    (the bundle is loaded on CPU once here, so a bad one fails before any work)."""
+def _check_writable(out: str) -> None:
+    """StorageError naming ``out`` unless a file can be written there (before any work starts)."""
+    from sepcluster.errors import StorageError
+
+    probe = storage.join(out, catalog.STATE_DIR, f"write-check-{os.getpid()}")
+    try:
+        storage.write_bytes(probe, b"")
+        storage.delete(probe)
+    except StorageError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StorageError(f"{storage.redact(out)}: cannot write the output folder ({reason})") from None
+
+
+def _plan_outputs(model, oracle, targets, residual: bool, model_type=None, model_config=None) -> tuple:
+    """What the run produces, known on the driver: ``(spec, targets, outputs)`` (the model is loaded
+    on the CPU once here, so a bad one fails before any work)."""
     targets = list(targets) if targets else None
-    if oracle:
-        from .oracle import IdealRatioMask
-
-        est = IdealRatioMask.from_name(oracle).estimator(targets=targets, residual=residual, eps=eps)
-        return targets, list(est.outputs), est.bundle_id, None
-    from sepcluster.models import load_bundle
-
-    bundle = load_bundle(model, targets=targets, device="cpu")
-    targets = targets or list(bundle.models)
-    if residual and RESIDUAL_NAME in targets:
-        raise ConfigError("residual", f"the bundle has a target named '{RESIDUAL_NAME}' already")
-    outputs = list(targets) + ([RESIDUAL_NAME] if residual else [])
-    return targets, outputs, bundle.bundle_id, int(round(float(bundle.meta.sample_rate)))
+    spec = separators.resolve(model, oracle=oracle, model_type=model_type, model_config=model_config,
+                              targets=targets)
+    outputs = spec.outputs(targets, residual)
+    return spec, targets or [o for o in outputs if o != RESIDUAL_NAME], outputs
 
 
-def _plan_tracks(input: str, subsets, out: str, limit, oracle) -> list:
-    """The inputs to separate (not our own stems), the first ``limit``; oracle inputs without
-    their four reference stems become error tracks."""
-    tracks = list_inputs(input, subsets=subsets)
+def _plan_tracks(inputs: list, subsets, out: str, limit, oracle) -> list:
+    """The inputs to separate (each source once, not our own stems), the first ``limit``; oracle
+    inputs without their four reference stems become error tracks."""
+    tracks, seen = [], set()
+    for src in inputs:
+        for t in list_inputs(src, subsets=subsets):
+            if t.key not in seen:
+                seen.add(t.key)
+                tracks.append(t)
     out_prefix = storage.join(out, "")
     tracks = [t for t in tracks if not str(t.source_uri).startswith(out_prefix)]  # our own stems
     if limit:
@@ -269,12 +335,12 @@ def _log_summary(summary: SeparateSummary, catalog_rows: int) -> None:
 
 
 def _run_ray(todo: list, names: dict, summary: SeparateSummary, cfg: dict, *, address, device, num_actors,
-             batch_chunks, num_cpus) -> None:
+             batch_chunks, num_cpus, gpus_per_actor: float = 1.0) -> None:
     """Separate ``todo`` on the Ray Data pipeline; tracks that produced no row become error rows."""
     from sepcluster import raycluster
 
     with raycluster.session(address, num_cpus=num_cpus):
-        res = _resources(device, num_actors, batch_chunks)
+        res = _resources(device, num_actors, batch_chunks, gpus_per_actor)
         cfg = dict(cfg, device=res["device"], threads=res["threads"], batch_chunks=res["batch_chunks"])
         seen, failure = _collect_rows(_dataset(todo, names, cfg, res), len(todo), summary)
     # tracks that produced no row: their worker died repeatedly, or the pipeline failed
@@ -296,13 +362,10 @@ def _dataset(todo: list, names: dict, cfg: dict, res: dict):
     ctx.print_on_execution_start = False
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map(prepare, fn_kwargs={"cfg": cfg}, num_cpus=0.5)
-    with warnings.catch_warnings():
-        # max_restarts / max_task_retries have no named parameter yet: a track that kills its
-        # worker is retried twice (Ray Data's default retries forever), the actor restarted
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=DeprecationWarning)
-        return ds.map_batches(SeparateWorker, batch_size=1, fn_constructor_kwargs={"cfg": cfg},
-                              compute=ray.data.ActorPoolStrategy(size=res["actors"]), max_restarts=-1,
-                              max_task_retries=2, **res["remote"])
+    # Ray Data restarts a dead actor and retries its track; the worker counts the attempts
+    # (catalog.start_attempt) and records a track whose worker died MAX_ATTEMPTS times as an error
+    return ds.map_batches(SeparateWorker, batch_size=1, fn_constructor_kwargs={"cfg": cfg},
+                          compute=ray.data.ActorPoolStrategy(size=res["actors"]), **res["remote"])
 
 
 def _collect_rows(ds, total: int, summary: SeparateSummary) -> tuple[dict, str]:

@@ -85,23 +85,20 @@ class SeparateWorker:
         import torch
 
         from .estimators import make_estimator
+        from .separators import SeparatorSpec
+        from .separators import load as load_separator
 
         self.cfg = cfg
         threads = int(cfg.get("threads") or 0)
         if threads > 0:
             torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
         self.device = cfg["device"]
-        if cfg["oracle"]:
-            from .oracle import IdealRatioMask
-
-            separator = IdealRatioMask.from_name(cfg["oracle"])
-        else:
-            from sepcluster.models import load_bundle
-
-            separator = load_bundle(cfg["model"], targets=cfg["targets"], device=self.device)
-        self.estimator = make_estimator(separator, targets=cfg["targets"], niter=cfg["niter"],
-                                        softmask=cfg["softmask"], residual=cfg["residual"], eps=cfg["eps"],
-                                        double=cfg["double"], device=self.device)
+        spec = SeparatorSpec.from_dict(cfg["separator"])
+        model = load_separator(spec, targets=cfg["targets"], device=self.device)
+        self.spec = spec
+        self.estimator = make_estimator(model, targets=cfg["targets"], niter=cfg["niter"], softmask=cfg["softmask"],
+                                        residual=cfg["residual"], eps=cfg["eps"], double=cfg["double"],
+                                        device=self.device)
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["key"])
@@ -122,14 +119,19 @@ class SeparateWorker:
         est = self.estimator
         ext = cfg["format"]
         track = str(row["track"])
-        outputs = {o: storage.join(cfg["out"], track, f"{o}.{ext}") for o in est.outputs}
+        folder = output_folder(cfg, track, row.get("subset"))
+        outputs = {o: storage.join(folder, f"{o}.{ext}") for o in est.outputs}
         t0 = time.perf_counter()
         status, error, stats = catalog.DONE, None, None
+        attempt = catalog.start_attempt(cfg["out"], row["key"])
         if row["status"] != "ok":
             status, error = catalog.ERROR, str(row.get("error") or "unknown error")
+        elif attempt > catalog.MAX_ATTEMPTS:
+            status, error = catalog.ERROR, (f"the worker process died {attempt - 1} times while separating it "
+                                            f"(out of memory?)")
         else:
             try:
-                _clean_stale_temps(cfg["out"], track)
+                _clean_stale_temps(folder)
                 common = dict(format=ext, bits=cfg["bits"], device=self.device, chunk_seconds=cfg["chunk_seconds"],
                               overlap_seconds=cfg["overlap_seconds"], batch_chunks=cfg["batch_chunks"],
                               downmix=cfg["downmix"])
@@ -150,6 +152,7 @@ class SeparateWorker:
         seconds = time.perf_counter() - t0 + float(row.get("prepare_seconds") or 0.0)
         rows = make_rows(row, est.outputs, outputs, status, error, stats, est.bundle_id, seconds, cfg)
         catalog.write_part(cfg["out"], row["key"], rows)
+        catalog.end_attempts(cfg["out"], row["key"])
         for r in rows:
             r["key"] = row["key"]
         return rows
@@ -170,6 +173,7 @@ def make_rows(row: dict, names, outputs: dict, status: str, error: Optional[str]
     model_rate = stats.model_rate if stats is not None else (cfg.get("model_rate") or None)
     finished = catalog.now()
     rss = _max_rss_mb()
+    separator = cfg.get("separator") or {}
     rows = []
     for name in names:
         rows.append({
@@ -181,16 +185,24 @@ def make_rows(row: dict, names, outputs: dict, status: str, error: Optional[str]
             "duration": frames / float(rate) if rate else None, "sample_rate": rate, "channels": channels,
             "output_channels": out_channels, "downmixed": downmixed, "model_sample_rate": model_rate,
             "bundle_id": bundle_id, "format": cfg["format"], "bits": int(cfg["bits"]), "seconds": float(seconds),
-            "finished_at": finished, "worker_max_rss_mb": rss,
+            "finished_at": finished, "worker_max_rss_mb": rss, "model_kind": separator.get("kind"),
+            "weights_sha256": separator.get("weights_sha256"), "settings_id": cfg.get("settings_id"),
         })
     return rows
 
 
-def _clean_stale_temps(out: str, track: str) -> None:
+def output_folder(cfg: dict, track: str, subset: Optional[str]) -> str:
+    """Where a track's stems go: ``<out>/<track>`` or, with ``layout="musdb"``, ``<out>/<subset>/<track>``
+    (museval's estimates layout; ``test`` when the input is not from a MUSDB root)."""
+    if cfg.get("layout") == "musdb":
+        return storage.join(cfg["out"], subset or "test", track)
+    return storage.join(cfg["out"], track)
+
+
+def _clean_stale_temps(folder: str) -> None:
     """Remove temporary stems a killed worker left in a local track folder."""
-    if storage.is_remote(out):
+    if storage.is_remote(folder):
         return
-    folder = storage.join(out, track)
     for path in glob.glob(os.path.join(glob.escape(folder), ".*.tmp-*")):
         try:
             os.unlink(path)

@@ -6,10 +6,23 @@
   ``ROOT/<song>/<label>.wav`` tree.
 
 Reading and checking a library (``list_library``, ``validate_library``, ``index_library``) is
-:mod:`sepcluster.datasets.library`.
+:mod:`sepcluster.datasets.library`. Names are imported on first use (``sepcluster stems --help``
+does not import scipy).
 """
 
-from .prepare import prepare_folders, prepare_musdb, safe_name
-from .synth import render_song, song_name, synthesize_library
+from __future__ import annotations
 
-__all__ = ["prepare_folders", "prepare_musdb", "render_song", "safe_name", "song_name", "synthesize_library"]
+import importlib
+
+_EXPORTS = {"prepare_folders": ".prepare", "prepare_musdb": ".prepare", "safe_name": ".prepare",
+            "render_song": ".synth", "song_name": ".synth", "synthesize_library": ".synth"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

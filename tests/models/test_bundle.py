@@ -139,6 +139,33 @@ def test_official_openunmix_folder(tmp_path):
 
 
 @needs_openunmix
+def test_official_openunmix_single_pth_file(tmp_path):
+    """One Open-Unmix weights file (as openunmix saves a target) loads as a one-target bundle, with the
+    separator.json beside it, and estimates what the openunmix model estimates."""
+    torch.manual_seed(3)
+    ref = openunmix.model.OpenUnmix(nb_bins=513, nb_channels=2, hidden_size=32, max_bin=372)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ref.eval()
+    path = tmp_path / "vocals-0123abcd.pth"
+    torch.save(ref.state_dict(), path)
+    (tmp_path / "separator.json").write_text(json.dumps({"sample_rate": 22050.0, "nfft": 1024, "nhop": 256}))
+    bundle = load_bundle(str(path))
+    assert bundle.targets == ["vocals"] and bundle.meta.source == "openunmix"
+    assert (bundle.meta.sample_rate, bundle.meta.n_fft, bundle.meta.n_hop) == (22050.0, 1024, 256)
+    assert bundle.meta.weights["vocals"]["file"] == "vocals-0123abcd.pth"
+    mag = _mag(bins=513, frames=12)
+    with torch.no_grad():
+        expected = ref(mag.clone())
+        assert float((bundle.estimate_magnitudes(mag)["vocals"] - expected).abs().max()
+                     / expected.abs().max()) <= 1e-5
+    (tmp_path / "notes.pth").write_bytes(b"")
+    with pytest.raises(DataError, match="notes.pth"):
+        load_bundle(str(tmp_path / "notes.pth"))
+
+
+@needs_openunmix
 def test_official_umxhq_shaped_without_metadata(tmp_path):
     torch.manual_seed(0)
     ref = openunmix.model.OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, max_bin=1487).eval()

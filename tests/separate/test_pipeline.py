@@ -173,7 +173,7 @@ def test_cli_argument_errors(tmp_path, sepcluster_home, capsys):
     from sepcluster.cli import main
 
     assert main(["separate", "--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "exactly one of --model BUNDLE or --oracle irm" in capsys.readouterr().err
+    assert "exactly one of --model PATH or --oracle irm" in capsys.readouterr().err
     assert main(["separate", "--oracle", "irm", "--input", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "input not found" in capsys.readouterr().err
 
@@ -259,3 +259,20 @@ def test_resume_after_killed_actor_and_killed_run(tmp_path, small_bundle, sepclu
     for p, stamp in stamps.items():
         assert os.stat(p).st_mtime_ns == stamp  # nothing finished before was redone
     assert _hidden_files(out) == []
+
+
+def test_rerun_with_other_output_settings_separates_again(tmp_path, small_bundle, sepcluster_home):
+    """The resume key holds every setting that changes the output (format, Wiener iterations, ...)."""
+    src = tmp_path / "in"
+    write(src / "a.wav", synth(2.0, 44100, seed=1), 44100)
+    out = tmp_path / "out"
+    s1 = separate(model=small_bundle, input=str(src), out=str(out))
+    assert (s1.tracks_done, s1.tracks_skipped) == (1, 0)
+    assert separate(model=small_bundle, input=str(src), out=str(out)).tracks_skipped == 1  # same settings
+    s3 = separate(model=small_bundle, input=str(src), out=str(out), format="flac", niter=0)
+    assert (s3.tracks_done, s3.tracks_skipped) == (1, 0)
+    rows = _by_track(_rows(out))["a"]
+    assert rows["vocals"]["format"] == "flac" and rows["vocals"]["output_uri"].endswith("vocals.flac")
+    assert rows["vocals"]["settings_id"] and rows["vocals"]["model_kind"] == "bundle"
+    assert rows["vocals"]["weights_sha256"] and len(rows["vocals"]["weights_sha256"]) == 64
+    assert sf.info(rows["vocals"]["output_uri"]).format == "FLAC"

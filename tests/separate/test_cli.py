@@ -1,0 +1,61 @@
+"""``sepcluster separate`` from the command line: the field's habits, and bad options caught up front.
+
+Every probe case ends in one line naming the option or path, exit code 2, before Ray starts and
+before anything is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sepcluster.cli import main
+
+from .conftest import synth, write
+
+
+@pytest.fixture()
+def one_track(tmp_path) -> str:
+    return write(tmp_path / "in" / "a.wav", synth(1.0, 8000, seed=1), 8000)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--chunk-seconds", "2"], "overlap-seconds"),
+    (["--overlap-seconds", "-1"], "overlap-seconds"),
+    (["--gpus-per-actor", "1.5"], "gpus-per-actor"),
+])
+def test_bad_chunking_options_exit_2_naming_the_option(args, option, one_track, tmp_path, sepcluster_home, capsys):
+    assert main(["separate", "--oracle", "irm", one_track, "-o", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sepcluster: error: ") and option in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_under_a_regular_file_fails_before_any_work(one_track, tmp_path, sepcluster_home, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["separate", "--oracle", "irm", one_track, "-o", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(blocker) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_that_cannot_be_created_is_a_clear_error(one_track, sepcluster_home, capsys):
+    assert main(["separate", "--oracle", "irm", one_track, "-o", "/proc/x/out"]) == 2
+    err = capsys.readouterr().err
+    assert "/proc/x" in err and "Traceback" not in err
+
+
+def test_inputs_are_required_and_positional(tmp_path, sepcluster_home, capsys):
+    assert main(["separate", "--oracle", "irm", "-o", str(tmp_path / "o")]) == 2
+    assert "INPUT" in capsys.readouterr().err
+    assert main(["separate", "--oracle", "irm", str(tmp_path / "nope.wav")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_model_that_is_not_a_model_names_the_file(one_track, tmp_path, sepcluster_home, capsys):
+    bogus = Path(tmp_path / "weights.bin")
+    bogus.write_bytes(b"\x00" * 64)
+    assert main(["separate", "-m", str(bogus), one_track, "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "weights.bin" in err and "expected" in err and not (tmp_path / "o").exists()
