@@ -134,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.no_progress:
             os.environ["SEPCLUSTER_NO_PROGRESS"] = "1"
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+        if args.verbose:
+            os.environ["SEPCLUSTER_VERBOSE"] = "1"  # raycluster forwards Ray's own lines
+        # by default: progress bars, the job's summary and warnings; --verbose: everything
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("sepcluster").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
         module, _add, run_fn, _help = COMMANDS[args.command]
         return int(getattr(importlib.import_module(module), run_fn)(args) or 0)
     except SepclusterError as exc:

@@ -25,10 +25,18 @@ RAY_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1", "RAY_work
                 "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
+def verbose() -> bool:
+    """Whether Ray's own log lines are wanted (``sepcluster --verbose`` sets ``SEPCLUSTER_VERBOSE=1``)."""
+    return os.environ.get("SEPCLUSTER_VERBOSE") == "1"
+
+
 def ray_environment() -> None:
-    """Apply :data:`RAY_DEFAULTS` to this process's environment (variables already set win)."""
+    """Apply :data:`RAY_DEFAULTS` to this process's environment (variables already set win); unless
+    :func:`verbose`, Ray Data logs warnings only (its per-dataset execution lines are INFO)."""
     for key, value in RAY_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not verbose():
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
 
 
 def worker_env() -> dict[str, str]:
@@ -56,15 +64,25 @@ def _runtime_env() -> dict:
 
 
 def _connect(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional[int]) -> None:
+    """``ray.init``. By default the workers' own output (Ray Train's and Ray Data's internals) stays in
+    Ray's log files and the driver shows only warnings: each job prints progress bars and a summary
+    instead. :func:`verbose` forwards everything, as Ray does by default."""
+    import logging
+
     import ray
 
     ray_environment()
+    loud = verbose()
+    quiet = dict(log_to_driver=loud, logging_level=logging.INFO if loud else logging.WARNING)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "local":
-        ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=True)
+        ray.init(address=address, runtime_env=_runtime_env(), **quiet)
     else:
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                 runtime_env=_runtime_env(), log_to_driver=True)
+                 runtime_env=_runtime_env(), **quiet)
+    if not loud:
+        for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ from sepcluster.errors import ConfigError
 from . import catalog, separators
 from .engine import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, RESIDUAL_NAME, output_subtype
 from .inputs import assign_names, list_inputs
-from .worker import SeparateWorker, error_text, make_rows, prepare
+from .worker import error_text, make_rows, prepare, worker_class
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def _dataset(todo: list, names: dict, cfg: dict, res: dict):
     ds = ds.map(prepare, fn_kwargs={"cfg": cfg}, num_cpus=0.5)
     # Ray Data restarts a dead actor and retries its track; the worker counts the attempts
     # (catalog.start_attempt) and records a track whose worker died MAX_ATTEMPTS times as an error
-    return ds.map_batches(SeparateWorker, batch_size=1, fn_constructor_kwargs={"cfg": cfg},
+    return ds.map_batches(worker_class(cfg), batch_size=1,
                           compute=ray.data.ActorPoolStrategy(size=res["actors"]), **res["remote"])
 
 

@@ -158,6 +158,12 @@ class SeparateWorker:
         return rows
 
 
+def worker_class(cfg: dict) -> type:
+    """A :class:`SeparateWorker` subclass that carries ``cfg`` itself: Ray pickles it with the class,
+    so the actor has no constructor arguments in the object store (a restarted actor needs none)."""
+    return type("SeparateWorker", (SeparateWorker,), {"__init__": lambda self: SeparateWorker.__init__(self, cfg)})
+
+
 def make_rows(row: dict, names, outputs: dict, status: str, error: Optional[str], stats, bundle_id: str,
               seconds: float, cfg: dict) -> list:
     """The catalog rows of one track (one per output name)."""

@@ -91,8 +91,11 @@ class TrainState:
         return cls(**known)
 
     def meta(self) -> dict:
-        """The ``meta.json`` fields (without the size and digest of ``state.pt``)."""
-        return {k: getattr(self, k) for k in META_KEYS}
+        """The ``meta.json`` fields (without the size and digest of ``state.pt``), plus ``metrics``: the
+        last epoch's figures (train/valid loss, SI-SDR, ...), which the driver's progress bar reads."""
+        meta = {k: getattr(self, k) for k in META_KEYS}
+        meta["metrics"] = dict(self.history[-1]) if self.history else {}
+        return meta
 
     # ------------------------------------------------------------------ files
     def write(self, folder: str) -> None:
@@ -189,4 +192,24 @@ def check_compatible(meta: Mapping[str, Any], architecture: dict, signal: dict, 
 
 
 __all__ = ["TrainState", "verified_checkpoint_meta", "is_done", "check_compatible", "CHECKPOINT_FILE",
-           "CHECKPOINT_META", "CHECKPOINT_FORMAT", "META_KEYS"]
+           "CHECKPOINT_META", "CHECKPOINT_FORMAT", "META_KEYS", "latest_epoch_meta"]
+
+
+def latest_epoch_meta(run_uri: str) -> Optional[dict]:
+    """The ``meta.json`` of the highest-epoch checkpoint folder of a run, unverified (for progress
+    display while training runs: a copy still being written reads as None)."""
+    import json
+
+    from .. import storage
+
+    try:
+        folders = storage.list_dirs(run_uri) if storage.isdir(run_uri) else []
+    except OSError:
+        return None
+    found = sorted(((int(m.group(1)), f) for f in folders if (m := _FOLDER.match(storage.basename(f)))), reverse=True)
+    for _epoch, folder in found[:2]:
+        try:
+            return json.loads(storage.read_text(storage.join(folder, CHECKPOINT_META)))
+        except (OSError, ValueError):
+            continue
+    return None

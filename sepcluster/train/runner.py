@@ -338,6 +338,52 @@ def _trainer(plan: _Plan, target: str, child_run_id: str):
         datasets=datasets, dataset_config=dataset_config)
 
 
+def _fit_with_progress(trainer, run_uri: str, target: str, epochs: int):
+    """``trainer.fit()`` with a progress bar on the driver: epochs done, with the last epoch's losses
+    (read from the newest checkpoint's ``meta.json`` in the run folder while the workers train)."""
+    import threading
+
+    from .. import raycluster
+    from .checkpoint import latest_epoch_meta
+
+    done = threading.Event()
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the driver's thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=fit, name=f"fit-{target}", daemon=True)
+    bar = raycluster.progress(total=epochs, desc=f"train {target}", unit="epoch")
+    thread.start()
+    try:
+        while not done.wait(2.0):
+            _show_epoch(bar, latest_epoch_meta(run_uri))
+        _show_epoch(bar, latest_epoch_meta(run_uri))
+    finally:
+        bar.close()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _show_epoch(bar, meta: Optional[dict]) -> None:
+    if not meta:
+        return
+    epoch = int(meta.get("epoch") or 0)
+    if epoch > bar.n:
+        bar.update(epoch - bar.n)
+    metrics = meta.get("metrics") or {}
+    shown = {k: f"{float(metrics[k]):.4g}" for k in ("train_loss", "valid_loss", "valid_sisdr") if k in metrics}
+    if shown:
+        bar.set_postfix(shown, refresh=False)
+
+
 def _train_target(plan: _Plan, target: str, child_run_id: Optional[str] = None):
     """Train (or resume, or reuse a finished) model for one target inside its MLflow child run."""
     import torch
@@ -354,7 +400,8 @@ def _train_target(plan: _Plan, target: str, child_run_id: Optional[str] = None):
                             resume_run_id=child_run_id) as child:
         if resume is None or not is_done(resume["meta"], plan.config.epochs):
             log.info("training target %s (Ray run %s, %d worker(s))", target, ray_run, plan.num_workers)
-            result = _trainer(plan, target, child.info.run_id).fit()
+            result = _fit_with_progress(_trainer(plan, target, child.info.run_id),
+                                        storage.join(plan.storage_path, ray_run), target, plan.config.epochs)
             if result.error is not None:
                 raise result.error
             resume = latest_checkpoint(plan.storage_path, ray_run)
