@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -60,6 +61,19 @@ def _ffmpeg() -> str:
     return exe
 
 
+_ADDRESS = re.compile(r"\[[\w:. -]*@ ?(?:0x)?[0-9a-fA-F]+\]\s*")
+
+
+def tool_error(stderr) -> str:
+    """ffmpeg's / ffprobe's complaint in one line: the last line that says something, without the
+    ``[mov,mp4 @ 0x55d...]`` context prefixes (memory addresses) and the input path it repeats."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else str(stderr or "")
+    lines = [_ADDRESS.sub("", line).strip() for line in text.splitlines()]
+    lines = [line.split(": ", 1)[1] if line.startswith("/") and ": " in line else line for line in lines]
+    lines = [line for line in lines if line]
+    return (lines[-1] if lines else "")[:200]
+
+
 def _ffprobe(path: str, uri: str, stream: int) -> AudioInfo:
     exe = shutil.which("ffprobe")
     if not exe:
@@ -67,7 +81,7 @@ def _ffprobe(path: str, uri: str, stream: int) -> AudioInfo:
     proc = subprocess.run([exe, "-v", "error", "-select_streams", f"a:{stream}", "-show_streams",
                            "-show_format", "-of", "json", path], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AudioError(f"{storage.redact(uri)}: cannot be decoded ({proc.stderr.strip()[:300] or 'ffprobe failed'})")
+        raise AudioError(f"{storage.redact(uri)}: cannot be decoded ({tool_error(proc.stderr) or 'ffprobe failed'})")
     info = json.loads(proc.stdout or "{}")
     streams = info.get("streams") or []
     if not streams:
@@ -87,7 +101,7 @@ def _decode_ffmpeg(path: str, uri: str, stream: int) -> tuple[np.ndarray, int]:
                            "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(info.channels), "-"],
                           capture_output=True)
     if proc.returncode != 0:
-        raise AudioError(f"{storage.redact(uri)}: ffmpeg cannot decode it: {proc.stderr.decode(errors='replace')[:300]}")
+        raise AudioError(f"{storage.redact(uri)}: ffmpeg cannot decode it: {tool_error(proc.stderr) or 'failed'}")
     audio = np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, info.channels)
     return np.array(audio, dtype=np.float32), info.sample_rate
 

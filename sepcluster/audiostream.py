@@ -148,7 +148,7 @@ class BlockReader:
             code = self._proc.wait()
             if code != 0:
                 self._stderr.seek(0)
-                msg = self._stderr.read().decode(errors="replace").strip()[:300]
+                msg = audio.tool_error(self._stderr.read())
                 raise AudioError(f"{self.where}: ffmpeg cannot decode it: {msg or f'exit code {code}'}")
         if self.frames_read == 0:
             raise AudioError(f"{self.where}: the file holds no samples")

@@ -8,10 +8,15 @@ class SepclusterError(Exception):
 class ConfigError(SepclusterError, ValueError):
     """A config or recipe field is invalid."""
 
-    def __init__(self, field: str, problem: str):
+    def __init__(self, field: str, problem: str, where: str | None = None):
         self.field = field
         self.problem = problem
-        super().__init__(f"{field}: {problem}")
+        self.where = where  # the file the field is in, when there is one
+        super().__init__(f"{where}: {field}: {problem}" if where else f"{field}: {problem}")
+
+    def in_file(self, where: str) -> "ConfigError":
+        """The same error, naming the file ``where`` the field was read from."""
+        return ConfigError(self.field, self.problem, where=where)
 
 
 class StorageError(SepclusterError, OSError):

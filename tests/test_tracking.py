@@ -1,5 +1,7 @@
 """tracking: runs land in the SQLite store with params (no secrets), metrics and artifacts."""
 
+import os
+
 import mlflow
 import pytest
 
@@ -73,3 +75,27 @@ def test_mlflow_defaults_are_set_when_mlflow_is_first_used_not_at_import(sepclus
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
                          cwd=Path(__file__).resolve().parents[1]).stdout.split()
     assert out == ["None", "true"]
+
+
+def test_dead_tracking_server_is_one_line_without_the_password(tmp_path):
+    """A dead MLflow server (a real closed port) stops a job at its start: one line, URI redacted, exit 2."""
+    import socket
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = tmp_path / "mix" / "mixture.wav"
+    src.parent.mkdir()
+    sf.write(src, np.zeros((800, 2), np.float32), 8000)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"http://user:s3cr3t@127.0.0.1:{port}",
+               SEPCLUSTER_HOME=str(tmp_path / "home"))
+    done = subprocess.run([sys.executable, "-m", "sepcluster", "separate", "--oracle", "irm", str(src), "-o",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "s3cr3t" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr and "MLFLOW_TRACKING_URI" in done.stderr

@@ -299,7 +299,10 @@ def load_recipe(source: "Recipe | dict | str") -> Recipe:
         return parse_recipe(data, source_yaml=source)
     data = load_yaml(source)
     text = storage.read_text(source)
-    return parse_recipe(data, source_yaml=text)
+    try:
+        return parse_recipe(data, source_yaml=text)
+    except ConfigError as exc:
+        raise exc.in_file(storage.redact(source)) from None
 
 
 def validate_recipe(recipe: Recipe, library: StemLibrary) -> list[str]:

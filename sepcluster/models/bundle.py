@@ -227,7 +227,9 @@ def _load_state(data: bytes, where: str) -> dict:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise DataError(f"{where}: cannot read a torch state dict ({type(exc).__name__}: {exc})") from exc
+        from .safeload import load_error_text
+
+        raise DataError(f"{where}: cannot read a torch state dict: {load_error_text(exc)}") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # a training checkpoint
     if not isinstance(obj, Mapping) or not obj:

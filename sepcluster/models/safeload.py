@@ -46,11 +46,11 @@ def torch_load(uri: str, *, expected: str, allowed: Iterable[Any] = ()) -> Any:
         except pickle.UnpicklingError as exc:
             found = _GLOBAL.search(str(exc))
             if found:
-                raise DataError(f"{uri}: refused to load: its pickle names {found.group(1)}, which is not "
+                raise DataError(f"{storage.redact(uri)}: refused to load: its pickle names {found.group(1)}, which is not "
                                 f"allowed here (expected {expected})") from None
-            raise DataError(f"{uri}: cannot be unpickled safely ({_first_line(exc)}); expected {expected}") from None
+            raise DataError(f"{storage.redact(uri)}: cannot be unpickled safely ({_first_line(exc)}); expected {expected}") from None
         except (EOFError, OSError, RuntimeError, ValueError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{uri}: truncated or corrupt file ({_first_line(exc)}); expected {expected}") from None
+            raise DataError(f"{storage.redact(uri)}: truncated or corrupt file ({_first_line(exc)}); expected {expected}") from None
 
 
 def _check_container(uri: str, path: str, expected: str) -> None:
@@ -58,14 +58,25 @@ def _check_container(uri: str, path: str, expected: str) -> None:
     with open(path, "rb") as f:
         head = f.read(4)
     if not head:
-        raise DataError(f"{uri}: empty file; expected {expected}")
+        raise DataError(f"{storage.redact(uri)}: empty file; expected {expected}")
     if head == _ZIP_MAGIC:
         if not zipfile.is_zipfile(path):
-            raise DataError(f"{uri}: truncated or corrupt file (the zip archive has no central directory); "
+            raise DataError(f"{storage.redact(uri)}: truncated or corrupt file (the zip archive has no central directory); "
                             f"expected {expected}")
         return
     if head[:1] != b"\x80":  # the legacy (pre-1.6) torch format is a pickle stream (protocol >= 2)
-        raise DataError(f"{uri}: not a PyTorch file; expected {expected}")
+        raise DataError(f"{storage.redact(uri)}: not a PyTorch file; expected {expected}")
+
+
+def load_error_text(exc: BaseException) -> str:
+    """What went wrong in a ``torch.load(..., weights_only=True)``, in one line, without torch's advice
+    to retry with ``weights_only=False`` (which would run whatever the file's pickle names)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        found = _GLOBAL.search(str(exc))
+        if found:
+            return f"refused: its pickle names {found.group(1)}, which a plain checkpoint does not need"
+        return "refused: it cannot be unpickled safely (not a plain checkpoint of tensors)"
+    return f"truncated or corrupt ({_first_line(exc)})"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ Decoding in blocks is :mod:`sepcluster.audiostream`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from typing import Iterable, Optional
 from sepcluster import storage
 from sepcluster.datasets import folders, manifest, musdb
 from sepcluster.errors import DataError
+
+log = logging.getLogger(__name__)
 
 RESERVED_NAMES = {"catalog.parquet", "catalog", "summary.json"}
 
@@ -80,10 +83,13 @@ def _musdb_inputs(root: str, subsets: Iterable[str]) -> list:
 
 def _manifest_inputs(src: str) -> list:
     tracks, seen = [], set()
-    for t in map(TrackInput.from_files, manifest.read_manifest(src)):  # a source listed twice is separated once
-        if t.key not in seen:
-            seen.add(t.key)
-            tracks.append(t)
+    for i, t in enumerate(map(TrackInput.from_files, manifest.read_manifest(src))):
+        if t.key in seen:  # a source listed twice is separated once
+            log.warning("%s: row %d lists %s again; it is separated once", storage.redact(src), i,
+                        storage.redact(t.key))
+            continue
+        seen.add(t.key)
+        tracks.append(t)
     if not tracks:
         raise DataError(f"{storage.redact(src)}: the manifest lists no inputs")
     return tracks

@@ -98,7 +98,8 @@ class SeparateSummary:
                  f"  stems: {storage.redact(self.out)}/<track>/<target>.<ext>",
                  f"  catalog: {storage.redact(self.catalog_uri)}"]
         for src, reason in self.errors[:20]:
-            lines.append(f"  error: {storage.redact(src)}: {storage.redact(reason)}")
+            src, reason = storage.redact(src), storage.redact(reason)
+            lines.append(f"  error: {reason}" if reason.startswith(src) else f"  error: {src}: {reason}")
         if len(self.errors) > 20:
             lines.append(f"  ... and {len(self.errors) - 20} more errors (see the catalog)")
         return "\n".join(lines)

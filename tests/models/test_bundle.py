@@ -192,8 +192,11 @@ def test_official_mono_unidirectional(tmp_path):
 def test_load_errors(tmp_path):
     with pytest.raises(StorageError, match="not found"):
         load_bundle(str(tmp_path / "nope"))
-    (tmp_path / "file.pth").write_bytes(b"x")
+    (tmp_path / "file.txt").write_bytes(b"x")
     with pytest.raises(StorageError, match="not a folder"):
+        load_bundle(str(tmp_path / "file.txt"))
+    (tmp_path / "file.pth").write_bytes(b"x")  # one Open-Unmix .pth file is a model: this one is broken
+    with pytest.raises(DataError, match=r"file\.pth: cannot read a torch state dict"):
         load_bundle(str(tmp_path / "file.pth"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no bundle.json"):
