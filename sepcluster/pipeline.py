@@ -211,7 +211,7 @@ class _Stages:
                                method=method, subset="test", is_wav=True)
             self.result.results[name] = summary
             print(format_summary(summary))
-            status |= 1 if summary["n_failed"] else 0
+            status |= 1 if summary["n_failed"] or summary.get("n_missing_targets") else 0
         return status
 
     def report(self) -> int:

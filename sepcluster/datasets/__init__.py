@@ -10,7 +10,9 @@ Layouts (one module each):
   ``<track>/<target>.<ext>`` (separated stems, references);
 * ``manifest``: a Parquet or CSV manifest of audio URIs;
 * ``mixtures``: a mixture dataset written by ``sepcluster generate`` (``_dataset.json`` +
-  ``shard-*.parquet``).
+  ``shard-*.parquet``);
+* ``moisesdb``: a MoisesDB root (``<provider>/<uuid>/data.json``; stems made of several source
+  files, summed into targets by a label map: MUSDB's four by default, or a YAML mapping).
 
 The jobs import from here, never from each other's internals; this package imports only the
 project's bottom modules (``storage``, ``audio``, ``errors``, ``config``).

@@ -6,7 +6,12 @@ References (``references``), one of:
   layout ``<root>/<subset>/<track>/<source>.wav``); decoded as musdb decodes them (WAV with
   soundfile, ``.stem.mp4`` with stempeg as 16-bit PCM); ``accompaniment`` (drums + bass +
   other) and ``linear_mixture`` references are summed by the engine when estimated;
-- a stem-folder tree ``<root>/<track>/<target>.<ext>`` (a ``mixture`` file is the mixture);
+- a stem-folder tree ``<root>/<track>/<target>.<ext>`` (a ``mixture`` file is the mixture), or one
+  such track folder ``<track>/<target>.<ext>`` (a catalog of one track, named by the folder);
+- a MoisesDB root ``<root>/<provider>/<uuid>/data.json`` (:mod:`sepcluster.datasets.moisesdb`):
+  each target is the sum of the source files its label map gives it (``label_map``: MUSDB's
+  vocals, drums, bass and other by default, or a YAML mapping); tracks are named by their uuid
+  folder; a source file listed but missing fails its track (an error row naming the file);
 - a mixture dataset of ``sepcluster generate`` (its stems are the references; the track of
   seed ``s`` is named :func:`sepcluster.datasets.mixtures.track_name` ``(s)``);
 - an iterable of ``(track_name, {target: (samples, channels)}, sample_rate)`` (the Python
@@ -14,8 +19,10 @@ References (``references``), one of:
 
 Estimates (``estimates``), one of:
 
-- a folder in the musdb estimates layout ``<est>/<track>/<target>.wav`` (also
-  ``<est>/<subset>/<track>/...``, as museval's ``eval_mus_dir``);
+- a folder in the musdb estimates layout ``<est>/<track>/<target>.wav``, or
+  ``<est>/<subset>/<track>/<target>.wav`` (museval's ``eval_mus_dir`` layout, ``separate --layout
+  musdb``; the subset is the references' subset), or one track folder ``<est>/<target>.wav``
+  (the track named by the folder);
 - a separate-job catalog: a Parquet file (or folder of them) with columns ``track, target,
   output_uri, status``; rows whose status is not one of :data:`OK_STATUSES` are skipped
   (counted); relative ``output_uri`` are relative to the catalog's folder.
@@ -30,8 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import storage
-from ..datasets import DERIVED_TARGETS, folders, mixtures, musdb
-from ..errors import DataError
+from ..datasets import DERIVED_TARGETS, folders, mixtures, moisesdb, musdb
+from ..errors import ConfigError, DataError
 
 OK_STATUSES = ("ok", "done", "success", "succeeded", "completed", "written")
 
@@ -40,8 +47,9 @@ OK_STATUSES = ("ok", "done", "success", "succeeded", "completed", "written")
 class RefSpec:
     """Where one track's references are (picklable, small).
 
-    kind: ``files`` (audio files or ``.stem.mp4`` streams), ``mixtures`` (a generate dataset)
-    or ``inline``. ``stems``: target -> ``(uri, stream)``; ``mixture``: ``(uri, stream)`` or None.
+    kind: ``files`` (audio files or ``.stem.mp4`` streams), ``mixtures`` (a generate dataset),
+    ``moisesdb`` or ``inline``. ``stems``: target -> ``(uri, stream)`` (``moisesdb``: target -> list
+    of source-file URIs, summed); ``mixture``: ``(uri, stream)`` or None.
     """
 
     kind: str
@@ -70,14 +78,38 @@ def _inline(references) -> dict[str, RefSpec]:
     return out
 
 
-def list_references(references, subset: str | None = None, is_wav: bool | None = None
+def _moisesdb(root: str, label_map) -> dict[str, RefSpec]:
+    mapping = moisesdb.load_label_map(label_map)
+    return {t.name: RefSpec("moisesdb", t.folder, moisesdb.assign(t, mapping)) for t in moisesdb.list_moisesdb(root)}
+
+
+def _track_folders(root: str) -> dict[str, RefSpec]:
+    tracks = folders.list_track_folders(root)
+    if not tracks:
+        one = folders.read_track_folder(root)  # a single track folder
+        tracks = [one] if one.stems else []
+    if not tracks:
+        raise DataError(f"{storage.redact(root)}: no track folders with audio stems (<track>/<target>.wav)")
+    return {t.name: _from_track(t) for t in tracks}
+
+
+def list_references(references, subset: str | None = None, is_wav: bool | None = None, label_map=None
                     ) -> tuple[dict[str, RefSpec], str]:
-    """Tracks of a references source: ``({track: RefSpec}, subset)`` (see the module docstring)."""
+    """Tracks of a references source: ``({track: RefSpec}, subset)`` (see the module docstring).
+
+    ``label_map``: MoisesDB's label map (:func:`sepcluster.datasets.moisesdb.load_label_map`: a
+    mapping or a YAML URI); ConfigError for other references.
+    """
     if not isinstance(references, (str, os.PathLike)):
         return _inline(references), subset or "test"
     root = str(references)
     if not storage.exists(root):
         raise DataError(f"{storage.redact(root)}: references not found")
+    if moisesdb.is_moisesdb_root(root):
+        return _moisesdb(root, label_map), subset or "test"
+    if label_map is not None:
+        raise ConfigError("label_map", f"applies to MoisesDB references only; {storage.redact(root)} is not a "
+                                       "MoisesDB root (<provider>/<uuid>/data.json)")
     if mixtures.is_mixture_dataset(root):
         seeds = mixtures.read_seeds(root)
         if not seeds:
@@ -90,10 +122,7 @@ def list_references(references, subset: str | None = None, is_wav: bool | None =
             raise DataError(f"{storage.redact(storage.join(root, subset))}: no MUSDB tracks with stems"
                             f"{'' if is_wav else '; pass --is-wav for MUSDB18-HQ'}")
         return {t.name: _from_track(t) for t in tracks}, subset
-    tracks = folders.list_track_folders(root)
-    if not tracks:
-        raise DataError(f"{storage.redact(root)}: no track folders with audio stems (<track>/<target>.wav)")
-    return {t.name: _from_track(t) for t in tracks}, subset or "test"
+    return _track_folders(root), subset or "test"
 
 
 def _read(ref: tuple, sample_rate: int | None) -> tuple[np.ndarray, int]:
@@ -112,6 +141,8 @@ def read_references(spec: RefSpec) -> tuple[dict[str, np.ndarray], int]:
     if spec.kind == "mixtures":
         mix = mixtures.load_mixture(spec.location, spec.seed)
         return dict(mix.stems), int(mix.sample_rate)
+    if spec.kind == "moisesdb":
+        return moisesdb.read_targets(spec.stems, track=storage.basename(spec.location))
     out = {}
     rate = None
     for target, ref in spec.stems.items():
@@ -187,6 +218,8 @@ def list_estimates(estimates: str, subset: str = "test") -> tuple[dict[str, dict
     if storage.isdir(folder) and not _estimate_files(folder):
         uri = folder  # museval's eval_mus_dir layout <est>/<subset>/<track>/<target>.wav
     out = {t.name: {k: ref[0] for k, ref in t.stems.items()} for t in folders.list_track_folders(uri)}
+    if not out and _estimate_files(uri):
+        out = {storage.basename(uri): _estimate_files(uri)}  # a single track folder <est>/<target>.wav
     if not out:
         raise DataError(f"{storage.redact(uri)}: no estimates (<track>/<target>.wav folders or a catalog Parquet)")
     return out, 0

@@ -1,118 +1,56 @@
-"""``sepcluster report``: this run's scores beside the SiSEC 2018 MUS campaign.
+"""``sepcluster report``: this run's scores beside SiSEC 2018 and published models, each convention apart.
 
 Writes, into ``out`` (default ``<results>/report``):
 
-- ``report.md`` and ``report.html``: per target, a table of median scores (SiSEC protocol:
-  median over frames, then over tracks) of this run's method(s) beside the SiSEC 2018
-  methods (packaged data, see ``data/SOURCE.md``) and published open-model SDRs; the
-  boxplot; and, when this run's tracks include MUSDB18 test tracks, a paired Wilcoxon
-  signed-rank test of per-track SDR medians on the common tracks against each baseline;
-- ``boxplot.png``: per-track SDR medians per method and target (like the SiSEC 2018 figure);
-- ``scores.csv`` (the tables) and ``wilcoxon.csv``.
+- ``report.md`` and ``report.html``:
+  * per target, a **SiSEC median** table (BSS Eval v4: median over frames per track, then median
+    over tracks) of this run's method(s) beside the SiSEC 2018 methods (packaged data, see
+    ``data/SOURCE.md``) and the published models whose papers report that convention;
+  * per target and ``all``, an **SDX mean** table (whole-track uSDR and SI-SDR: mean over tracks;
+    ``all``: mean over tracks of each track's mean over targets) beside the published models that
+    report that convention. A table holds one convention; every aggregated column says which
+    (``SDR (SiSEC median)``, ``uSDR (SDX mean)``); a published figure appears only in the table of
+    its own convention, an unpublished one stays empty; the sources are listed;
+  * bootstrap 95 % confidence intervals of each method's median and mean over tracks per target;
+  * paired Wilcoxon signed-rank tests of per-track scores: each method of this run against each
+    SiSEC baseline on their common tracks (SDR), and each pair of this run's methods (every metric
+    they share), Holm-corrected over all the comparisons of the report (``p_holm``, ``significant``);
+  * the figures, each linked: ``boxplot.png`` (per-track SDR medians per method, or per-track uSDR
+    without BSS Eval), ``scatter.png`` (paired per-track scores of two methods), and
+    ``worst_frames.png`` (per-frame SDR over time of the worst tracks);
+- ``scores.csv`` (the SiSEC tables), ``sdx_scores.csv``, ``confidence.csv``, ``wilcoxon.csv``.
 
 The report files are logged to MLflow (experiment ``sepcluster-evaluate``, run ``report``).
 """
 
 from __future__ import annotations
 
-import html
-import json
 import os
 import tempfile
-from importlib import resources
 
 import numpy as np
 import pandas as pd
 
 from .. import storage
 from ..errors import ConfigError, DataError
-from . import aggregate
-from .aggregate import METRICS
+from . import aggregate, figures, statistics
+from .aggregate import METRICS, SDX, SISEC, convention_column
+from .figures import ORACLES, boxplot  # noqa: F401  (re-exported)
+from .report_data import (load_frames, load_results, load_track_scores, published_entries,  # noqa: F401
+                          published_sdr, sisec18_scores, sisec18_track_medians)
+from .report_render import Doc
 
 DEFAULT_BASELINES = ("TAK1", "UHL2", "IRM1", "MIX")
-ORACLES = ("IRM1", "IRM2", "IBM1", "IBM2", "MWF")
-
-
-def sisec18_track_medians() -> pd.DataFrame:
-    """SiSEC 2018 per-track medians (packaged): method, track, target, SDR, SIR, SAR, ISR, n_frames."""
-    with resources.files(__package__).joinpath("data/per_track_medians.csv").open("rb") as f:
-        return pd.read_csv(f)
-
-
-def sisec18_scores() -> dict:
-    """SiSEC 2018 medians over tracks: ``{method: {target: {SDR, SIR, SAR, ISR, n_tracks}}}``."""
-    with resources.files(__package__).joinpath("data/median_scores.json").open("rb") as f:
-        return json.load(f)
-
-
-def published_sdr() -> dict:
-    """Published SDRs of later open models: ``{model: {target: SDR}}``."""
-    with resources.files(__package__).joinpath("data/published.json").open("rb") as f:
-        data = json.load(f)
-    return {k: v for k, v in data.items() if not k.startswith("_")}
-
-
-def load_frames(results) -> pd.DataFrame:
-    """The frame table of an evaluate output folder (``frames.parquet``) or of a Parquet file.
-
-    ``results`` may also be a list of them: e.g. a model's scores and the oracle's, each with its
-    own ``method``; their frames are concatenated.
-    """
-    if isinstance(results, (list, tuple)):
-        if len(results) > 1:
-            return pd.concat([load_frames(p) for p in results], ignore_index=True)
-        results = results[0]
-    uri = str(results)
-    if not storage.exists(uri):
-        raise DataError(f"{storage.redact(uri)}: results not found")
-    if storage.isdir(uri):
-        cand = storage.join(uri, "frames.parquet")
-        if not storage.exists(cand):
-            raise DataError(f"{storage.redact(uri)}: no frames.parquet (is this an evaluate --out folder?)")
-        uri = cand
-    df = storage.read_parquet(uri).to_pandas()
-    need = {"track", "target", *METRICS}
-    if not need <= set(df.columns):
-        raise DataError(f"{storage.redact(uri)}: not an evaluate frame table (needs {', '.join(sorted(need))})")
-    if "method" not in df.columns:
-        df["method"] = "sepcluster"
-    return df
-
-
-def _fmt(v) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return "" if not np.isfinite(f) else f"{f:.2f}"
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v) if not isinstance(v, str) else v for v in row) + " |")
-    return "\n".join(lines)
-
-
-def _html_table(df: pd.DataFrame, bold: set[str] = frozenset()) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = []
-    for row in df.itertuples(index=False):
-        cells = [html.escape(_fmt(v) if not isinstance(v, str) else v) for v in row]
-        strong = str(row[0]).replace("**", "") in bold
-        tds = "".join(f"<td><b>{c}</b></td>" if strong else f"<td>{c}</td>" for c in cells)
-        body.append(f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+WHOLE = ("uSDR", "SI-SDR")
 
 
 def comparison_table(ours: pd.DataFrame, sisec: pd.DataFrame, target: str, sisec_methods: list[str],
                      published: dict) -> pd.DataFrame:
-    """Rows: our methods, SiSEC methods, published models for ``target``; sorted by SDR."""
+    """SiSEC-median rows for ``target``: our methods, SiSEC methods, published models; sorted by SDR.
+
+    ours, sisec: per-track BSS Eval medians. published: ``{model: {target: SDR}}`` of the SiSEC
+    convention (:func:`published_sdr`). Columns ``method, source, SDR, SIR, SAR, ISR, n_tracks``.
+    """
     ours_scores = aggregate.method_medians(ours[ours["target"] == target])
     ours_scores["source"] = "this run"
     s = sisec[(sisec["target"] == target) & (sisec["method"].isin(sisec_methods))]
@@ -122,147 +60,78 @@ def comparison_table(ours: pd.DataFrame, sisec: pd.DataFrame, target: str, sisec
     pub = pd.DataFrame([{"method": k, "target": target, "SDR": v[target], "SIR": np.nan, "SAR": np.nan,
                          "ISR": np.nan, "n_tracks": 50, "source": "published"}
                         for k, v in published.items() if target in v])
-    table = pd.concat([ours_scores, s_scores, pub], ignore_index=True)
+    table = pd.concat([x for x in (ours_scores, s_scores, pub) if len(x)], ignore_index=True)
     table = table.sort_values("SDR", ascending=False, na_position="last")
     table["n_tracks"] = table["n_tracks"].astype(int)
     return table[["method", "source", *METRICS, "n_tracks"]].reset_index(drop=True)
 
 
+def sdx_table(scores: pd.DataFrame, target: str, entries: list[dict]) -> pd.DataFrame:
+    """SDX-mean rows for ``target`` (or ``"all"``): our methods, then published SDX figures (uSDR only
+    where that is what they publish). Columns ``method, source, uSDR (SDX mean), SI-SDR (SDX mean),
+    n_tracks``, sorted by uSDR."""
+    present = tuple(m for m in WHOLE if m in scores.columns)
+    cols = [convention_column(m, SDX) for m in WHOLE]
+    ours = aggregate.sdx_scores(scores, metrics=present) if present and len(scores) else pd.DataFrame()
+    rows = []
+    if len(ours):
+        for r in ours[ours["target"] == target].to_dict("records"):
+            rows.append({"method": r["method"], "source": "this run",
+                         **{c: r.get(c, np.nan) for c in cols}, "n_tracks": r[convention_column("n_tracks", SDX)]})
+    for e in entries:
+        if e["convention"] == SDX and target in e["scores"]:
+            rows.append({"method": e["model"], "source": "published",
+                         **{convention_column(e["metric"], SDX): e["scores"][target]}, "n_tracks": 50})
+    table = pd.DataFrame(rows, columns=["method", "source", *cols, "n_tracks"])
+    table = table.sort_values(cols[0], ascending=False, na_position="last").reset_index(drop=True)
+    table["n_tracks"] = table["n_tracks"].astype(int)
+    return table
+
+
 def wilcoxon_tests(ours: pd.DataFrame, sisec: pd.DataFrame, baselines: list[str], metric: str = "SDR"
                    ) -> pd.DataFrame:
-    """Paired Wilcoxon signed-rank test of per-track medians on common tracks.
+    """Paired Wilcoxon tests of per-track ``metric`` of each of our methods against each SiSEC baseline.
 
-    ours, sisec: per-track medians (method, track, target, metric columns). One row per (our
-    method, target, baseline): ``n`` common tracks with finite values, median of our score
-    minus the baseline's, the statistic and the two-sided p-value (NaN when fewer than 2
-    tracks or all differences are 0).
+    ours, sisec: per-track medians. Columns :data:`.statistics.TEST_COLUMNS` (``baseline``: the
+    SiSEC method); no Holm column here (:func:`write_report` corrects over the whole report).
     """
-    from scipy.stats import wilcoxon
-
-    rows = []
-    for (method, target), grp in ours.groupby(["method", "target"], sort=True):
-        mine = grp.set_index("track")[metric]
-        for base in baselines:
-            b = sisec[(sisec["method"] == base) & (sisec["target"] == target)].set_index("track")[metric]
-            common = mine.index.intersection(b.index)
-            pair = pd.DataFrame({"ours": mine.loc[common], "base": b.loc[common]}).dropna()
-            n = len(pair)
-            if n == 0:
-                continue
-            diff = pair["ours"] - pair["base"]
-            stat, p = np.nan, np.nan
-            if n >= 2 and np.any(diff != 0):
-                res = wilcoxon(pair["ours"], pair["base"], alternative="two-sided")
-                stat, p = float(res.statistic), float(res.pvalue)
-            rows.append({"method": method, "target": target, "baseline": base, "n": n,
-                         f"median_diff_{metric}": float(diff.median()), "statistic": stat, "p_value": p,
-                         "better": bool(diff.median() > 0)})
-    cols = ["method", "target", "baseline", "n", f"median_diff_{metric}", "statistic", "p_value", "better"]
-    return pd.DataFrame(rows, columns=cols)
+    both = pd.concat([ours[["method", "track", "target", metric]],
+                      sisec[sisec["method"].isin(baselines)][["method", "track", "target", metric]]],
+                     ignore_index=True)
+    pairs = [(m, b) for m in sorted(ours["method"].unique()) for b in baselines if b != m]
+    return statistics.paired_tests(both, pairs, metric)
 
 
-def boxplot(ours: pd.DataFrame, sisec: pd.DataFrame, targets: list[str], sisec_methods: list[str],
-            path: str, metric: str = "SDR") -> None:
-    """Boxplot PNG of per-track ``metric`` medians per method, one panel per target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ours_methods = sorted(ours["method"].unique())
-    fig_h = max(2.6, 2.2 * len(targets))
-    n_methods = len(ours_methods) + len(sisec_methods)
-    fig, axes = plt.subplots(len(targets), 1, figsize=(max(6.0, 0.42 * n_methods + 2), fig_h), squeeze=False)
-    for ax, target in zip(axes[:, 0], targets):
-        data, labels, colors = [], [], []
-        for m in ours_methods:
-            v = ours[(ours["method"] == m) & (ours["target"] == target)][metric].dropna().to_numpy()
-            if v.size:
-                data.append(v), labels.append(m), colors.append("#d62728")
-        for m in sisec_methods:
-            v = sisec[(sisec["method"] == m) & (sisec["target"] == target)][metric].dropna().to_numpy()
-            if v.size:
-                data.append(v), labels.append(m), colors.append("#ff7f0e" if m in ORACLES else "#1f77b4")
-        if not data:
-            ax.set_visible(False)
-            continue
-        order = np.argsort([-np.median(d) for d in data])
-        data = [data[i] for i in order]
-        labels = [labels[i] for i in order]
-        colors = [colors[i] for i in order]
-        bp = ax.boxplot(data, patch_artist=True, showfliers=False, widths=0.6)
-        for patch, c in zip(bp["boxes"], colors):
-            patch.set_facecolor(c)
-            patch.set_alpha(0.55)
-        for med in bp["medians"]:
-            med.set_color("black")
-        ax.set_xticks(range(1, len(labels) + 1))
-        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
-        ax.set_ylabel(f"{metric} (dB)")
-        ax.set_title(target, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Per-track {metric} medians (this run in red, SiSEC 2018 oracles in orange)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _our_pairs_tests(ours: pd.DataFrame, scores: pd.DataFrame) -> list[pd.DataFrame]:
+    """Each pair of this run's methods, on every metric both have."""
+    out = []
+    for table, metric_list in ((ours, ("SDR",)), (scores, WHOLE)):
+        methods = sorted(table["method"].unique()) if len(table) else []
+        pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
+        for metric in metric_list:
+            if pairs and metric in table.columns:
+                out.append(statistics.paired_tests(table, pairs, metric))
+    return out
 
 
-def write_report(results, out: str | None = None, methods: list[str] | None = None,
-                 baselines: list[str] | None = None, targets: list[str] | None = None,
-                 log_mlflow: bool = True, title: str | None = None) -> dict:
-    """Write the report (module docstring) for an evaluate output and return what it holds.
-
-    results: evaluate ``--out`` folder or a ``frames.parquet``, or a list of them. methods: SiSEC
-    2018 methods to show (default all). baselines: SiSEC methods for the Wilcoxon test (default: ``methods``
-    when given, else :data:`DEFAULT_BASELINES`). targets: restrict to these targets.
-
-    Returns ``{"markdown", "html", "boxplot", "scores_csv", "wilcoxon_csv"}`` URIs plus
-    ``"tables"`` (target -> DataFrame) and ``"wilcoxon"`` (DataFrame).
-    """
-    frames = load_frames(results)
-    if targets:
-        frames = frames[frames["target"].isin(targets)]
-    if frames.empty:
-        raise DataError(f"{storage.redact(str(results))}: no frames{' for ' + ', '.join(targets) if targets else ''}")
-    ours = aggregate.track_medians(frames)
-    sisec = sisec18_track_medians()
-    sisec_methods, base_list = _choose_methods(sorted(sisec["method"].unique()), methods, baselines)
-    from .engines import ordered_targets
-
-    tlist = ordered_targets(ours["target"].unique())
-    published = published_sdr()
-    tables = {t: comparison_table(ours, sisec, t, sisec_methods, published) for t in tlist}
-    tests = wilcoxon_tests(ours, sisec, base_list)
-    common = sorted(set(ours["track"]) & set(sisec["track"]))
-
-    if out is None:
-        base = str(results[0] if isinstance(results, (list, tuple)) else results)
-        if not storage.isdir(base):
-            base = storage.parent(base)
-        out = storage.join(base, "report")
-    our_methods = sorted(ours["method"].unique())
-    title = title or f"Evaluation report: {', '.join(our_methods)}"
-
-    with tempfile.TemporaryDirectory(prefix="sepcluster-report-") as tmp:
-        png = os.path.join(tmp, "boxplot.png")
-        boxplot(ours, sisec, tlist, sisec_methods, png)
-        md_text, html_text = _render(title, results, ours, tlist, tables, tests, common, our_methods)
-        scores_all = pd.concat([tab.assign(target=t) for t, tab in tables.items()], ignore_index=True)
-        files = {
-            "report.md": md_text.encode(), "report.html": html_text.encode(),
-            "scores.csv": scores_all.to_csv(index=False).encode(), "wilcoxon.csv": tests.to_csv(index=False).encode(),
-        }
-        for name, data in files.items():
-            with open(os.path.join(tmp, name), "wb") as f:
-                f.write(data)
-            storage.write_bytes(storage.join(out, name), data)
-        with open(png, "rb") as f:
-            storage.write_bytes(storage.join(out, "boxplot.png"), f.read())
-        if log_mlflow:
-            _log_report(tmp, results, out, ours, our_methods, sisec_methods, base_list)
-    return {"markdown": storage.join(out, "report.md"), "html": storage.join(out, "report.html"),
-            "boxplot": storage.join(out, "boxplot.png"), "scores_csv": storage.join(out, "scores.csv"),
-            "wilcoxon_csv": storage.join(out, "wilcoxon.csv"), "tables": tables, "wilcoxon": tests}
+def _confidence(ours: pd.DataFrame, sisec: pd.DataFrame, scores: pd.DataFrame, baselines: list[str],
+                n_resamples: int) -> dict[str, pd.DataFrame]:
+    """Bootstrap intervals: SDR (per-track medians; our methods and the baselines) and uSDR / SI-SDR
+    (per-track, plus ``all``: each track's mean over targets)."""
+    out = {}
+    if len(ours):
+        sdr = pd.concat([ours, sisec[sisec["method"].isin(baselines) & sisec["target"].isin(ours["target"])]],
+                        ignore_index=True)
+        out["SDR"] = statistics.confidence_table(sdr, "SDR", {"median": convention_column("SDR", SISEC),
+                                                              "mean": "SDR (mean of track medians)"},
+                                                 n_resamples=n_resamples)
+    for m in WHOLE:
+        if m in scores.columns and len(scores):
+            songs = scores.groupby(["method", "track"], as_index=False)[m].mean().assign(target=aggregate.ALL_TARGETS)
+            out[m] = statistics.confidence_table(pd.concat([scores, songs], ignore_index=True), m,
+                                                 {"mean": convention_column(m, SDX), "median": f"{m} (median)"},
+                                                 n_resamples=n_resamples)
+    return out
 
 
 def _choose_methods(available: list, methods, baselines) -> tuple[list, list]:
@@ -278,66 +147,217 @@ def _choose_methods(available: list, methods, baselines) -> tuple[list, list]:
     return sisec_methods, list(methods) if methods else [m for m in DEFAULT_BASELINES if m in available]
 
 
-def _render(title: str, results, ours: pd.DataFrame, tlist: list, tables: dict, tests: pd.DataFrame, common: list,
-            our_methods: list) -> tuple[str, str]:
-    """The report as Markdown and as HTML."""
-    md = [f"# {title}", "",
-          f"Results: `{storage.redact(str(results))}`  ",
-          f"Tracks: {ours['track'].nunique()} ({len(common)} of them MUSDB18 test tracks scored in SiSEC 2018); "
-          f"targets: {', '.join(tlist)}.  ",
-          "Scores: BSS Eval v4 (museval), median over 1 s frames per track, then median over tracks (dB). "
-          "SiSEC 2018 figures: the SiSEC 2018 MUS campaign on the 50 MUSDB18 test tracks "
-          "(sigsep-mus-2018 submissions); published rows: SDR reported by the models' authors.", ""]
+def _scatter_pair(ours: pd.DataFrame, scores: pd.DataFrame, sisec: pd.DataFrame, baselines: list, scatter
+                  ) -> tuple | None:
+    """``(a, b, metric, table)`` of the scatter plot: ``scatter`` if given, else this run's first two methods,
+    else this run's method against the first baseline with common tracks."""
+    table, metric = (ours, "SDR") if len(ours) else (scores, "uSDR" if "uSDR" in scores.columns else "SI-SDR")
+    mine = sorted(table["method"].unique()) if len(table) else []
+    if scatter:
+        a, b = scatter
+        pool = pd.concat([table, sisec], ignore_index=True) if metric == "SDR" else table
+        known = set(pool["method"])
+        if a not in known or b not in known:
+            raise ConfigError("scatter", f"{a}, {b}: both must be methods of the results or SiSEC 2018")
+        return a, b, metric, pool
+    if len(mine) >= 2:
+        return mine[0], mine[1], metric, table
+    if mine and metric == "SDR":
+        for base in baselines:
+            if set(sisec.loc[sisec["method"] == base, "track"]) & set(table["track"]):
+                return base, mine[0], metric, pd.concat([table, sisec], ignore_index=True)
+    return None
+
+
+def _figures(tmp: str, ours, scores, frames, sisec, sisec_methods, tlist, pair) -> dict:
+    """Draw the figures into ``tmp``; ``{file name: (alt, caption)}`` of those drawn."""
+    drawn = {}
+    if len(ours):
+        boxplot(ours, sisec, [t for t in tlist if t in set(ours["target"])], sisec_methods,
+                os.path.join(tmp, "boxplot.png"))
+        drawn["boxplot.png"] = ("boxplot", "Per-track SDR medians per method (this run in red, SiSEC 2018 "
+                                           "oracles in orange); boxes sorted by median.")
+    elif len(scores):
+        m = "uSDR" if "uSDR" in scores.columns else "SI-SDR"
+        boxplot(scores, sisec.iloc[0:0], tlist, [], os.path.join(tmp, "boxplot.png"), metric=m,
+                title=f"Per-track {m} (whole track) per method")
+        drawn["boxplot.png"] = ("boxplot", f"Per-track {m} per method (no BSS Eval in these results).")
+    if pair:
+        a, b, metric, table = pair
+        if figures.scatter(table, a, b, metric, tlist, os.path.join(tmp, "scatter.png")):
+            drawn["scatter.png"] = ("scatter", f"Per-track {metric}: {b} (y) against {a} (x), paired by track; "
+                                               f"above the diagonal {b} is better.")
+    if len(frames):
+        method = sorted(frames["method"].unique())[0]
+        worst = figures.worst_frames(frames, ours, method, [t for t in tlist if t in set(ours["target"])],
+                                     os.path.join(tmp, "worst_frames.png"))
+        if worst:
+            drawn["worst_frames.png"] = ("worst frames", f"SDR per 1 s frame over time of the tracks of {method} "
+                                                         "with the lowest per-track median SDR, per target.")
+    return drawn
+
+
+def _intro(doc: Doc, results, ours, scores, tlist, common) -> None:
+    n_tracks = len(set(ours["track"]) | set(scores["track"]))
+    doc.para(f"Results: {storage.redact(str(results))}",
+             f"Tracks: {n_tracks} ({len(common)} of them MUSDB18 test tracks scored in SiSEC 2018); "
+             f"targets: {', '.join(tlist)}.")
+    doc.para(f"Two conventions, never mixed in one column. {SISEC}: BSS Eval v4 (museval) SDR/SIR/SAR/ISR, median "
+             "over 1 s frames per track, then median over tracks (SiSEC 2018). "
+             f"{SDX}: whole-track global SDR (uSDR: 10 log10 of the reference energy over the error energy, all "
+             "channels, epsilon 1e-7) and SI-SDR (channels joined), mean over tracks per target; 'all' is the mean "
+             "over tracks of each track's mean over targets (the Music/Sound Demixing challenges). Published rows "
+             "are figures reported by their authors in that convention; a convention they do not report stays empty.")
     if len(common) < ours["track"].nunique():
-        md += ["Note: SiSEC rows are medians over the 50 MUSDB18 test tracks; this run's rows are over its own "
-               "tracks, so the comparison is indicative unless the tracks are the MUSDB18 test set.", ""]
-    htm = [f"<h1>{html.escape(title)}</h1>", "<p>" + "<br>".join(html.escape(x) for x in md[2:5]) + "</p>"]
-    for t in tlist:
-        tab = tables[t].copy()
-        shown = tab.copy()
-        shown["method"] = [f"**{m}**" if s == "this run" else m for m, s in zip(tab["method"], tab["source"])]
-        md += [f"## {t}", "", _md_table(shown), ""]
-        htm += [f"<h2>{html.escape(t)}</h2>", _html_table(tab, bold=set(our_methods))]
-    md += ["## Per-track SDR medians", "", "![boxplot](boxplot.png)", ""]
-    htm += ["<h2>Per-track SDR medians</h2>", '<img src="boxplot.png" alt="boxplot" style="max-width:100%">']
-    md += ["## Paired test against baselines (Wilcoxon signed-rank, per-track SDR medians)", ""]
-    htm += ["<h2>Paired test against baselines (Wilcoxon signed-rank, per-track SDR medians)</h2>"]
+        doc.para("Note: SiSEC rows are medians over the 50 MUSDB18 test tracks; this run's rows are over its own "
+                 "tracks, so the comparison is indicative unless the tracks are the MUSDB18 test set.", note=True)
+
+
+def _tables_sections(doc: Doc, tables: dict, sdx_tables: dict, our_methods: list) -> None:
+    headers = {m: convention_column(m, SISEC) for m in METRICS}
+    headers["n_tracks"] = convention_column("n_tracks", SISEC)
+    for t, tab in tables.items():
+        doc.heading(f"{t}: {SISEC}")
+        doc.table(tab, bold=set(our_methods), headers=headers)
+    for t, tab in sdx_tables.items():
+        doc.heading(f"{t}: {SDX}")
+        doc.table(tab, bold=set(our_methods))
+
+
+def _stats_sections(doc: Doc, confidence: dict, tests: pd.DataFrame, common: list, n_resamples: int) -> None:
+    if confidence:
+        doc.heading(f"Bootstrap 95 % confidence intervals (percentile, {n_resamples} resamples over tracks)")
+        for metric, table in confidence.items():
+            doc.heading(metric, level=3)
+            doc.table(table)
+    doc.heading("Paired tests (Wilcoxon signed-rank, two-sided; Holm-corrected over every comparison below)")
     if len(tests):
-        md += [f"Common MUSDB18 test tracks: {len(common)}. Two-sided p-values; median_diff > 0: this run is "
-               "better.", "", _md_table(tests.assign(better=tests["better"].map({True: "yes", False: "no"}))), ""]
-        htm += [f"<p>Common MUSDB18 test tracks: {len(common)}.</p>", _html_table(tests.astype(
-            {"better": str}))]
+        doc.para(f"Common MUSDB18 test tracks with SiSEC 2018: {len(common)}. median_diff > 0: the method is "
+                 "better than the baseline; significant: p_holm < 0.05.")
+        doc.table(tests)
     else:
-        msg = ("No track of this run is a MUSDB18 test track scored in SiSEC 2018 (or no baseline has this "
-               "run's targets): the paired test was skipped.")
-        md += [msg, ""]
-        htm += [f"<p>{html.escape(msg)}</p>"]
-    html_text = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + html.escape(title) +
-                 "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-                 "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-                 "text-align:right}td:first-child,th:first-child,td:nth-child(2){text-align:left}</style>"
-                 "</head><body>" + "\n".join(htm) + "</body></html>")
-    return "\n".join(md), html_text
+        doc.para("No comparison to make: no track of this run is a MUSDB18 test track scored in SiSEC 2018 (or no "
+                 "baseline has this run's targets) and the results hold one method; the paired test was skipped.")
 
 
-def _log_report(folder: str, results, out, ours, our_methods, sisec_methods, baselines) -> None:
+def _sources_section(doc: Doc) -> None:
+    doc.heading("Sources of the published figures")
+    entries = pd.DataFrame(published_entries())[["model", "convention", "metric", "test_set", "extra_data", "source"]]
+    doc.table(entries)
+
+
+def write_report(results, out: str | None = None, methods: list[str] | None = None,
+                 baselines: list[str] | None = None, targets: list[str] | None = None,
+                 log_mlflow: bool = True, title: str | None = None, scatter: tuple[str, str] | None = None,
+                 n_resamples: int = 9999) -> dict:
+    """Write the report (module docstring) for evaluate output(s) and return what it holds.
+
+    results: evaluate ``--out`` folder or a ``frames.parquet``, or a list of them. methods: SiSEC
+    2018 methods to show (default all). baselines: SiSEC methods for the paired tests (default:
+    ``methods`` when given, else :data:`DEFAULT_BASELINES`). targets: restrict to these targets.
+    scatter: the two methods of the scatter plot (default: this run's first two, else this run's
+    against the first baseline). n_resamples: bootstrap resamples.
+
+    Returns the URIs ``markdown, html, boxplot, scores_csv, sdx_csv, confidence_csv, wilcoxon_csv``,
+    ``figures`` (file name -> URI), and ``tables`` (target -> SiSEC DataFrame), ``sdx_tables``
+    (target -> SDX DataFrame), ``confidence`` (metric -> DataFrame), ``wilcoxon`` (every test, with
+    ``p_holm``).
+    """
+    frames, scores = load_results(results)
+    if targets:
+        frames, scores = frames[frames["target"].isin(targets)], scores[scores["target"].isin(targets)]
+    if frames.empty and scores.empty:
+        raise DataError(f"{storage.redact(str(results))}: no scores for {', '.join(targets or [])}")
+    ours = aggregate.track_medians(frames) if len(frames) else pd.DataFrame(columns=["method", "track", "target",
+                                                                                      *METRICS, "n_frames"])
+    sisec = sisec18_track_medians()
+    sisec_methods, base_list = _choose_methods(sorted(sisec["method"].unique()), methods, baselines)
+    from .engines import ordered_targets
+
+    tlist = ordered_targets(list(ours["target"].unique()) + list(scores["target"].unique()))
+    tables = {t: comparison_table(ours, sisec, t, sisec_methods, published_sdr()) for t in tlist
+              if t in set(ours["target"])}
+    sdx_tables = {t: sdx_table(scores, t, published_entries()) for t in tlist + [aggregate.ALL_TARGETS]
+                  if t in set(scores["target"]) or (t == aggregate.ALL_TARGETS and len(scores))}
+    tests = statistics.with_holm(pd.concat(
+        [x for x in [wilcoxon_tests(ours, sisec, base_list), *_our_pairs_tests(ours, scores)] if len(x)]
+        or [pd.DataFrame(columns=statistics.TEST_COLUMNS)], ignore_index=True))
+    confidence = _confidence(ours, sisec, scores, base_list, n_resamples)
+    common = sorted(set(ours["track"]) & set(sisec["track"]))
+    out = out or storage.join(_results_folder(results), "report")
+    our_methods = sorted(set(ours["method"]) | set(scores["method"]))
+    doc = Doc(title or f"Evaluation report: {', '.join(our_methods)}")
+    _intro(doc, results, ours, scores, tlist, common)
+    _tables_sections(doc, tables, sdx_tables, our_methods)
+    with tempfile.TemporaryDirectory(prefix="sepcluster-report-") as tmp:
+        drawn = _figures(tmp, ours, scores, frames, sisec, sisec_methods, tlist,
+                         _scatter_pair(ours, scores, sisec, base_list, scatter))
+        _stats_sections(doc, confidence, tests, common, n_resamples)
+        doc.heading("Figures")
+        for name, (alt, caption) in drawn.items():
+            doc.figure(name, alt, caption)
+        _sources_section(doc)
+        uris = _write_files(tmp, out, doc, tables, sdx_tables, confidence, tests)
+        if log_mlflow:
+            _log_report(tmp, results, out, ours, scores, our_methods, sisec_methods, base_list)
+    return {**uris, "tables": tables, "sdx_tables": sdx_tables, "confidence": confidence, "wilcoxon": tests}
+
+
+def _results_folder(results) -> str:
+    base = str(results[0] if isinstance(results, (list, tuple)) else results)
+    return base if storage.isdir(base) else storage.parent(base)
+
+
+def _write_files(tmp: str, out: str, doc: Doc, tables: dict, sdx_tables: dict, confidence: dict,
+                 tests: pd.DataFrame) -> dict:
+    """Write the report files (also into ``tmp``, for MLflow); their URIs."""
+    md_text, html_text = doc.render()
+
+    def concat(parts: dict, key: str) -> bytes:
+        frames = [tab.assign(**{key: k}) for k, tab in parts.items()]
+        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_csv(index=False).encode()
+
+    files = {"report.md": md_text.encode(), "report.html": html_text.encode(),
+             "scores.csv": concat(tables, "target"), "sdx_scores.csv": concat(sdx_tables, "target"),
+             "confidence.csv": concat(confidence, "metric"), "wilcoxon.csv": tests.to_csv(index=False).encode()}
+    for name, data in files.items():
+        with open(os.path.join(tmp, name), "wb") as f:
+            f.write(data)
+        storage.write_bytes(storage.join(out, name), data)
+    figs = {}
+    for name in doc.figures:
+        with open(os.path.join(tmp, name), "rb") as f:
+            storage.write_bytes(storage.join(out, name), f.read())
+        figs[name] = storage.join(out, name)
+    return {"markdown": storage.join(out, "report.md"), "html": storage.join(out, "report.html"),
+            "boxplot": figs.get("boxplot.png"), "figures": figs, "scores_csv": storage.join(out, "scores.csv"),
+            "sdx_csv": storage.join(out, "sdx_scores.csv"), "confidence_csv": storage.join(out, "confidence.csv"),
+            "wilcoxon_csv": storage.join(out, "wilcoxon.csv")}
+
+
+def _log_report(folder: str, results, out, ours, scores, our_methods, sisec_methods, baselines) -> None:
     from .. import tracking
 
     params = {"results": str(results), "out": str(out), "methods": ",".join(sisec_methods),
               "baselines": ",".join(baselines), "our_methods": ",".join(our_methods)}
     with tracking.job_run("evaluate", params, run_name="report", tags={"sepcluster.kind": "report"}):
-        scores = aggregate.method_medians(ours)
         metrics = {}
-        for row in scores.itertuples(index=False):
-            for m in METRICS:
-                metrics[f"{row.method}.{row.target}.{m}"] = getattr(row, m)
-        tracking.log_metrics(metrics)
+        if len(ours):
+            for row in aggregate.method_medians(ours).itertuples(index=False):
+                for m in METRICS:
+                    metrics[f"{row.method}.{row.target}.{m}"] = getattr(row, m)
+        present = tuple(m for m in WHOLE if m in scores.columns)
+        if present and len(scores):
+            for row in aggregate.sdx_scores(scores, metrics=present).to_dict("records"):
+                for m in present:
+                    metrics[f"{row['method']}.{row['target']}.{m}.sdx_mean"] = row[convention_column(m, SDX)]
+        tracking.log_metrics({k: v for k, v in metrics.items() if v == v})
         tracking.log_artifact(folder, artifact_path="report")
 
 
 def format_report(report: dict) -> str:
-    """The console summary of :func:`write_report`: where the files are and the Wilcoxon tests."""
-    text = f"report: {report['markdown']}\n        {report['html']}\n        {report['boxplot']}"
+    """The console summary of :func:`write_report`: where the files are and the paired tests."""
+    text = "\n        ".join([f"report: {report['markdown']}", report["html"], *report["figures"].values()])
     if len(report["wilcoxon"]):
         text += "\n" + report["wilcoxon"].to_string(index=False)
     return text

@@ -167,19 +167,14 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
         oracle: ``"irm"`` (or ``irm1``/``irm2``) instead of a model (MUSDB-layout inputs).
         subsets: read ``input`` as a MUSDB root: e.g. ``["test"]`` or ``["train", "test"]``.
         overwrite: redo tracks already done. downmix: average > 2 channels to mono.
-        address: Ray address (None: ``RAY_ADDRESS`` or a new local Ray; an open
-            :func:`sepcluster.raycluster.session` is reused).
-        device: ``cpu``/``cuda`` (default: cuda when the cluster has GPUs); ``precision``:
-            ``fp32``, ``bf16`` or ``fp16`` autocast on CUDA (CPU stays fp32);
-            ``gpus_per_actor``: a fraction packs several actors on one GPU (0.5: two).
-        chunk_seconds, overlap_seconds: spectrogram models' chunking (see
-            :mod:`~sepcluster.separate.engine`; waveform models use their own segment and overlap);
-            batch_chunks: chunks per model call.
-        num_actors: separating actors (default: every GPU of the cluster / ``gpus_per_actor``, else
-            CPUs // 4).
-        inline_seconds: tracks up to this length are decoded by the CPU tasks; longer ones
-            stream inside the actor.
-        limit: only the first ``limit`` inputs.
+        address: Ray address (None: ``RAY_ADDRESS`` or a new local Ray; an open session is reused).
+        device: ``cpu``/``cuda`` (default: cuda when the cluster has GPUs); ``precision``: ``fp32``,
+            ``bf16`` or ``fp16`` autocast on CUDA; ``gpus_per_actor``: 0.5 packs two actors on a GPU.
+        chunk_seconds, overlap_seconds: spectrogram models' chunking (waveform models use their own
+            segment and overlap); batch_chunks: chunks per model call.
+        num_actors: separating actors (default: every GPU / ``gpus_per_actor``, else CPUs // 4).
+        inline_seconds: tracks up to this length are decoded by the CPU tasks; longer ones stream
+            inside the actor. limit: only the first ``limit`` inputs.
 
     Returns a :class:`SeparateSummary` (``exit_code`` 1 when a track failed). Raises
     ConfigError/DataError/StorageError for bad arguments, an unreadable ``input``/``model`` or an
@@ -203,15 +198,7 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
     cfg["settings_id"] = settings_id(cfg)
     _check_writable(out)
     tracks = _plan_tracks(inputs, subsets, out, limit, oracle)
-    catalog.consolidate(out) if storage.exists(catalog.parts_uri(out)) else None  # parts of a killed run
-    existing = catalog.read_rows(out)
-    names = assign_names(tracks, catalog.names_in_use(existing))
-    done = set() if overwrite else catalog.done_keys(existing, outputs, spec.bundle_id, cfg["settings_id"])
-    todo = [t for t in tracks if t.key not in done]
-    redo = catalog.done_keys(existing, outputs, spec.bundle_id) - done if not overwrite else set()
-    if redo & {t.key for t in todo}:
-        log.warning("%d track(s) in %s were separated with other settings: separating them again",
-                    len(redo & {t.key for t in todo}), storage.redact(out))
+    todo, names = _todo(tracks, out, outputs, spec, cfg["settings_id"], overwrite)
     summary = SeparateSummary(out=out, catalog_uri=catalog.catalog_uri(out), tracks_total=len(tracks),
                               tracks_skipped=len(tracks) - len(todo), outputs=outputs, bundle_id=spec.bundle_id)
     with tracking.job_run("separate", _params(model, oracle, inputs, out, subsets, outputs, cfg, overwrite, spec),
@@ -232,6 +219,21 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
 
 # every setting besides the model that changes what is written for a track that separates (downmix only
 # decides whether > 2-channel inputs separate at all, so a rerun with it keeps the tracks already done)
+def _todo(tracks: list, out: str, outputs: list, spec, settings: str, overwrite: bool) -> tuple[list, dict]:
+    """The tracks still to separate (not done with this model and these settings) and every track's
+    output folder name (names already in the catalog are kept)."""
+    catalog.consolidate(out) if storage.exists(catalog.parts_uri(out)) else None  # parts of a killed run
+    existing = catalog.read_rows(out)
+    names = assign_names(tracks, catalog.names_in_use(existing))
+    done = set() if overwrite else catalog.done_keys(existing, outputs, spec.bundle_id, settings)
+    todo = [t for t in tracks if t.key not in done]
+    redo = (catalog.done_keys(existing, outputs, spec.bundle_id) - done) & {t.key for t in todo}
+    if redo and not overwrite:
+        log.warning("%d track(s) in %s were separated with other settings: separating them again", len(redo),
+                    storage.redact(out))
+    return todo, names
+
+
 SETTINGS = ("format", "bits", "niter", "softmask", "eps", "double", "chunk_seconds", "overlap_seconds", "layout",
             "precision")
 

@@ -2,8 +2,8 @@
 
 * :func:`synthesize_library`: a synthetic, seed-deterministic multitrack library
   (:func:`render_song` renders one song).
-* :func:`prepare_musdb` / :func:`prepare_folders`: MUSDB18 (``.stem.mp4`` or HQ WAV) or any
-  ``ROOT/<song>/<label>.wav`` tree.
+* :func:`prepare_musdb` / :func:`prepare_moisesdb` / :func:`prepare_folders`: MUSDB18 (``.stem.mp4``
+  or HQ WAV), MoisesDB, or any ``ROOT/<song>/<label>.wav`` tree.
 
 Reading and checking a library (``list_library``, ``validate_library``, ``index_library``) is
 :mod:`sepcluster.datasets.library`. Names are imported on first use (``sepcluster stems --help``
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"prepare_folders": ".prepare", "prepare_musdb": ".prepare", "safe_name": ".prepare",
+_EXPORTS = {"prepare_folders": ".prepare", "prepare_musdb": ".prepare", "prepare_moisesdb": ".prepare",
+            "safe_name": ".prepare",
             "render_song": ".synth", "song_name": ".synth", "synthesize_library": ".synth"}
 
 __all__ = sorted(_EXPORTS)

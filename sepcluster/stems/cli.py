@@ -4,6 +4,7 @@
 
     sepcluster stems prepare --musdb ROOT [--is-wav] [--subset train] [--split valid] --out DIR
     sepcluster stems prepare --folders ROOT --out DIR
+    sepcluster stems prepare --moisesdb ROOT [--label-map MAP.yaml] --out DIR
     sepcluster stems synth --out DIR --songs N --seconds S --seed K [--sample-rate 44100] [--channels 2]
 
 The action is a positional choice and every option lives on the one ``stems`` parser, so
@@ -31,12 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--musdb", metavar="ROOT", help="MUSDB18 root holding SUBSET/*.stem.mp4 (or SUBSET/<track>/*.wav "
                                                      "with --is-wav)")
     src.add_argument("--folders", metavar="ROOT", help="any ROOT/<song>/<label>.wav tree (mixture.wav is skipped)")
+    src.add_argument("--moisesdb", metavar="ROOT", help="MoisesDB root ROOT/<provider>/<uuid>/data.json; stems of "
+                                                        "several files summed into labels by --label-map")
+    src.add_argument("--label-map", metavar="YAML", default=None,
+                     help="with --moisesdb: YAML mapping label -> MoisesDB stems ('stem', 'stem/track_type' or '*' "
+                          "for the rest; default vocals, drums, bass, other)")
     src.add_argument("--is-wav", action="store_true", help="the MUSDB18-HQ WAV layout instead of .stem.mp4")
     src.add_argument("--subset", default="train", choices=("train", "test"), help="MUSDB18 subset (default train)")
     src.add_argument("--split", default=None, choices=("train", "valid"),
                      help="musdb's train/validation split of the train subset (default: all of it)")
     src.add_argument("--labels", nargs="+", action=ListOption, default=None,
-                     help="comma-separated labels to keep (default: all four for MUSDB18, all found for --folders)")
+                     help="comma-separated labels to keep (default: all four for MUSDB18, all found for --folders, "
+                          "every label of the label map for --moisesdb)")
     src.add_argument("--bits", type=int, default=16, choices=(16, 24, 32), help="WAV sample format (32 = float)")
     syn = parser.add_argument_group("synth")
     syn.add_argument("--songs", type=int, default=None, help="number of songs (required for synth)")
@@ -53,11 +60,19 @@ def run_from_args(args: argparse.Namespace) -> int:
     labels = getattr(args, "labels", None)
     if args.action == "prepare":
         from ..datasets import MUSDB_SOURCES
-        from .prepare import prepare_folders, prepare_musdb
+        from .prepare import prepare_folders, prepare_moisesdb, prepare_musdb
 
-        if bool(args.musdb) == bool(args.folders):
-            raise ConfigError("--musdb/--folders", "give exactly one source: --musdb ROOT or --folders ROOT")
-        if args.musdb:
+        moises = getattr(args, "moisesdb", None)
+        if sum(bool(x) for x in (args.musdb, args.folders, moises)) != 1:
+            raise ConfigError("--musdb/--folders/--moisesdb",
+                              "give exactly one source: --musdb ROOT, --folders ROOT or --moisesdb ROOT")
+        if getattr(args, "label_map", None) and not moises:
+            raise ConfigError("--label-map", "only applies to --moisesdb")
+        if moises:
+            if args.is_wav or args.split:
+                raise ConfigError("--is-wav/--split", "only apply to --musdb")
+            info = prepare_moisesdb(moises, args.out, label_map=args.label_map, labels=labels, bits=args.bits)
+        elif args.musdb:
             info = prepare_musdb(args.musdb, args.out, subset=args.subset, is_wav=args.is_wav, split=args.split,
                                  labels=labels or MUSDB_SOURCES, bits=args.bits)
         else:
@@ -67,8 +82,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     else:
         from .synth import synthesize_library
 
-        if args.musdb or args.folders:
-            raise ConfigError("--musdb/--folders", "belong to `stems prepare`, not `stems synth`")
+        if args.musdb or args.folders or getattr(args, "moisesdb", None):
+            raise ConfigError("--musdb/--folders/--moisesdb", "belong to `stems prepare`, not `stems synth`")
         if args.songs is None:
             raise ConfigError("--songs", "is required for synth")
         if args.seconds is None:

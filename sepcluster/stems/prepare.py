@@ -9,6 +9,12 @@ what makes coherent mixing possible), plus ``out_dir/library.json`` describing t
   ``root/<subset>/<track>/{vocals,drums,bass,other}.wav``.
 * :func:`prepare_folders`: any ``root/<song>/<label>.wav`` tree (labels are the file names
   found; ``mixture.wav`` is skipped).
+* :func:`prepare_moisesdb`: a MoisesDB root (``<provider>/<uuid>/data.json``,
+  :mod:`sepcluster.datasets.moisesdb`): each label is the sum of the source files a label map
+  gives it (MUSDB's vocals, drums, bass and other by default, or a YAML mapping); a label the
+  song lacks is written as silence, so that every song has every label. A track with a source
+  file listed but missing is skipped with a warning naming the file (``library.json``
+  ``skipped``).
 
 Audio is ``float32 (samples, channels)`` in memory and written with
 :func:`sepcluster.audio.write_audio` (atomic), so ``out_dir`` may be local, ``file://`` or
@@ -26,7 +32,7 @@ import numpy as np
 
 from .. import storage
 from ..errors import AudioError, ConfigError, DataError, SepclusterError
-from ..datasets import MUSDB_SOURCES
+from ..datasets import MUSDB_SOURCES, moisesdb
 from ..datasets.folders import read_track_folder
 from ..datasets.library import LIBRARY_FILE
 
@@ -231,4 +237,55 @@ def prepare_folders(root: str, out_dir: str, labels=None, bits: int = 16) -> dic
             "labels": all_labels, "songs": len(tracks), "tracks": tracks}
     _write_info(out_dir, info)
     log.info("prepared %d songs (%s) into %s", len(tracks), ", ".join(all_labels), storage.redact(out_dir))
+    return info
+
+
+def _moises_song(track, used: set[str]) -> str:
+    name = f"{track.artist} - {track.song}" if track.artist and track.song else (track.song or track.name)
+    return _unique(safe_name(name), used)
+
+
+def prepare_moisesdb(root: str, out_dir: str, label_map=None, labels=None, bits: int = 16) -> dict:
+    """Write a MoisesDB root as a Scaper stem library (module docstring).
+
+    ``label_map``: a mapping target -> MoisesDB stems or a YAML URI (default MUSDB's four
+    targets, :data:`sepcluster.datasets.moisesdb.MUSDB_MAP`); ``labels``: keep only these targets.
+    Writes ``out_dir/foreground/<label>/<song>.wav`` (``(samples, channels)`` PCM; songs named
+    ``<artist> - <song>``), an empty ``background/`` and ``library.json`` (each song's uuid, silent
+    labels, and the skipped tracks with their error). Returns that description. Raises DataError
+    when the root holds no MoisesDB track or no track could be prepared.
+    """
+    mapping = moisesdb.load_label_map(label_map)
+    if labels is not None:
+        unknown = [lb for lb in labels if lb not in mapping]
+        if unknown or not labels:
+            raise ConfigError("labels", f"{unknown or labels}: not targets of the label map ({', '.join(mapping)})")
+        mapping = {lb: mapping[lb] for lb in labels}
+    tracks = moisesdb.list_moisesdb(root)
+    fg, _ = _make_layout(out_dir, list(mapping))
+    used: set[str] = set()
+    done, skipped = [], []
+    with _progress(len(tracks), "prepare moisesdb") as bar:
+        for track in tracks:
+            files = moisesdb.assign(track, mapping)
+            try:
+                stems, rate = moisesdb.read_targets(files, track=track.name)
+            except SepclusterError as exc:
+                log.warning("skipped MoisesDB track %s: %s", track.name, exc)
+                skipped.append({"track": track.name, "error": str(exc)})
+                bar.update(1)
+                continue
+            song = _moises_song(track, used)
+            seconds = _write_song(fg, song, stems, rate, bits, storage.redact(track.folder))
+            done.append({"name": song + ".wav", "source": track.name, "provider": track.provider,
+                         "silent": sorted(t for t, f in files.items() if not f), "seconds": round(seconds, 3),
+                         "sample_rate": rate})
+            bar.update(1)
+    if not done:
+        raise DataError(f"{storage.redact(root)}: no MoisesDB track could be prepared ({skipped[0]['error']})")
+    info = {"generator": "sepcluster.stems.prepare", "source": "moisesdb", "root": storage.redact(root),
+            "label_map": {k: list(v) for k, v in mapping.items()}, "labels": list(mapping), "songs": len(done),
+            "tracks": done, "skipped": skipped}
+    _write_info(out_dir, info)
+    log.info("prepared %d MoisesDB tracks (%d skipped) into %s", len(done), len(skipped), storage.redact(out_dir))
     return info

@@ -167,3 +167,67 @@ def test_safe_name():
     assert safe_name("../..") == "_.."
     assert safe_name("...") == "track"
     assert "/" not in safe_name("a/b") and "\n" not in safe_name("a\nb")
+
+
+# ---- MoisesDB ------------------------------------------------------------------------------------
+
+def test_moisesdb_library_sums_stems_and_skips_a_track_with_a_missing_file(tmp_path):
+    from sepcluster.stems.prepare import prepare_moisesdb
+    from tests.datasets.moises import PROVIDER, TRACK_A, TRACK_B, TRACK_C, expected_targets, make_moisesdb
+
+    written = make_moisesdb(tmp_path / "db", seconds=1.0)
+    gone = next((tmp_path / "db" / PROVIDER / TRACK_C / "bass").glob("*.wav"))
+    gone.unlink()
+    out = tmp_path / "lib"
+    info = prepare_moisesdb(str(tmp_path / "db"), str(out))
+    assert info["source"] == "moisesdb" and info["labels"] == list(LABELS) and info["songs"] == 2
+    assert info["skipped"][0]["track"] == TRACK_C and gone.name in info["skipped"][0]["error"]
+    _check_layout(out, ["Test Artist - Song A.wav", "Test Artist - Song B.wav"])
+    assert [t["source"] for t in info["tracks"]] == [TRACK_A, TRACK_B]
+    for song, track in (("Song A", TRACK_A), ("Song B", TRACK_B)):
+        want = expected_targets(written[track])
+        for label in LABELS:
+            got, rate = _read(out / "foreground" / label / f"Test Artist - {song}.wav")
+            assert rate == 8000 and got.shape == want[label].shape
+            # sums of 16-bit sources written back as 16-bit: within one LSB (plus rounding)
+            np.testing.assert_allclose(got, want[label], atol=1.5 / 32768)
+    assert json.loads((out / "library.json").read_text())["skipped"] == info["skipped"]
+
+
+def test_moisesdb_label_map_labels_and_silent_labels(tmp_path):
+    from sepcluster.stems.prepare import prepare_moisesdb
+    from tests.datasets.moises import TRACK_A, TRACK_B, make_moisesdb
+
+    written = make_moisesdb(tmp_path / "db", seconds=0.5, tracks={
+        TRACK_A: {"vocals": [("lead_female_singer", 2)], "piano": [("grand_piano", 2)]},
+        TRACK_B: {"vocals": [("lead_male_singer", 1)], "drums": [("kick_drum", 2)]}})
+    spec = tmp_path / "map.yaml"
+    spec.write_text("voice: [vocals]\nkeys: [piano]\nkit: [drums]\n")
+    info = prepare_moisesdb(str(tmp_path / "db"), str(tmp_path / "lib"), label_map=str(spec), labels=["voice", "keys"])
+    assert info["labels"] == ["voice", "keys"] and sorted(os.listdir(tmp_path / "lib" / "foreground")) == [
+        "keys", "voice"]
+    assert info["tracks"][1]["silent"] == ["keys"]
+    keys_b, _ = _read(tmp_path / "lib" / "foreground" / "keys" / "Test Artist - Song B.wav")
+    voice_b, _ = _read(tmp_path / "lib" / "foreground" / "voice" / "Test Artist - Song B.wav")
+    assert keys_b.shape == voice_b.shape == (4000, 2) and np.all(keys_b == 0)
+    np.testing.assert_allclose(voice_b, np.repeat(written[TRACK_B]["vocals"]["lead_male_singer"], 2, axis=1),
+                               atol=1 / 32768)
+    with pytest.raises(ConfigError, match="not targets of the label map"):
+        prepare_moisesdb(str(tmp_path / "db"), str(tmp_path / "x"), labels=["voice"])
+    with pytest.raises(DataError, match="no MoisesDB tracks"):
+        prepare_moisesdb(str(tmp_path / "lib"), str(tmp_path / "y"))
+
+
+def test_moisesdb_cli(tmp_path, capsys):
+    from sepcluster.cli import main
+    from tests.datasets.moises import make_moisesdb
+
+    make_moisesdb(tmp_path / "db", seconds=0.5)
+    assert main(["stems", "prepare", "--moisesdb", str(tmp_path / "db"), "--out", str(tmp_path / "lib"),
+                 "--labels", "vocals,other"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["songs"] == 3
+    assert sorted(os.listdir(tmp_path / "lib" / "foreground")) == ["other", "vocals"]
+    assert main(["stems", "prepare", "--folders", str(tmp_path / "db"), "--label-map", "m.yaml",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--label-map" in capsys.readouterr().err
+    assert main(["stems", "prepare", "--moisesdb", "A", "--musdb", "B", "--out", str(tmp_path / "x")]) == 2
