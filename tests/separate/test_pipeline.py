@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -276,3 +277,23 @@ def test_rerun_with_other_output_settings_separates_again(tmp_path, small_bundle
     assert rows["vocals"]["settings_id"] and rows["vocals"]["model_kind"] == "bundle"
     assert rows["vocals"]["weights_sha256"] and len(rows["vocals"]["weights_sha256"]) == 64
     assert sf.info(rows["vocals"]["output_uri"]).format == "FLAC"
+
+
+def test_musdb_layout_is_read_by_museval_eval_mus_dir(tmp_path, musdb_sample, sepcluster_home):
+    """``layout="musdb"`` writes <out>/<subset>/<track>/<target>.wav, which museval itself scores."""
+    import musdb
+    import museval
+
+    out = tmp_path / "est"
+    s = separate(oracle="irm", input=str(musdb_sample), subsets=["train"], out=str(out), layout="musdb")
+    assert (s.tracks_done, s.tracks_failed) == (1, 0)
+    folder = out / "train" / "Music Delta - 80s Rock"
+    assert sorted(p.name for p in folder.iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+    db = musdb.DB(root=str(musdb_sample), is_wav=True, subsets="train")
+    museval.eval_mus_dir(dataset=db, estimates_dir=str(out), output_dir=str(tmp_path / "museval"))
+    scores = json.loads(next((tmp_path / "museval").rglob("*.json")).read_text())
+    names = {t["name"] for t in scores["targets"]}
+    assert names == {"vocals", "drums", "bass", "other"}
+    vocals = next(t for t in scores["targets"] if t["name"] == "vocals")
+    sdr = [f["metrics"]["SDR"] for f in vocals["frames"] if f["metrics"]["SDR"] is not None]
+    assert sdr and np.nanmedian(sdr) > 5.0  # the ideal ratio mask is a good estimate
