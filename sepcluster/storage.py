@@ -1,12 +1,20 @@
 """Storage: one place that maps a URI to a filesystem.
 
 A URI is a local path, ``file:///abs/path`` or ``s3://bucket/prefix``. S3 endpoint and
-credentials come only from the standard AWS environment variables (``AWS_ENDPOINT_URL``,
+credentials come from the standard AWS environment variables (``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` /
-``AWS_DEFAULT_REGION``); they never appear in URIs, logs or metadata written here.
+``AWS_DEFAULT_REGION``), the AWS profile (``AWS_PROFILE``, ``~/.aws``) or the instance role; they never
+appear in URIs, logs or metadata written here. The region resolves from ``AWS_REGION``,
+``AWS_DEFAULT_REGION``, the endpoint's host name (``s3.eu-west-1.amazonaws.com``), the AWS profile, and on
+AWS itself the bucket's own region; an S3-compatible server with none of these gets the SDK's default.
 
 Every write is atomic: local files are written to a temporary name in the same folder and
-renamed; S3 objects are uploaded whole (an object only becomes visible when complete).
+renamed. S3 objects are written with botocore (pyarrow's output streams complete a multipart upload
+when closed, even on an error): one PutObject up to ``S3_PART_SIZE``, a multipart upload above it
+that is completed only after the last part and aborted on any error. An object only becomes visible
+whole; a failed write leaves nothing, and a killed writer leaves only an incomplete multipart upload,
+which S3 never shows as an object (a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` reclaims
+its parts).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from typing import Iterator
+from typing import BinaryIO, Iterator
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -56,11 +64,77 @@ def _local_path(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri))
 
 
+S3_PART_SIZE = 16 << 20  # bytes per multipart part (S3: 5 MiB to 5 GiB, at most 10,000 parts)
+_MAX_PARTS = 10_000
+_AWS_REGION_NAME = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")  # eu-west-1, us-gov-west-1, us-west-004
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _endpoint() -> str | None:
+    """The S3 endpoint URL from the environment (with a scheme), or None for AWS itself."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return None
+    return endpoint if "://" in endpoint else f"https://{endpoint}"
+
+
+def _endpoint_region(endpoint: str) -> str | None:
+    """The region named in an endpoint's host (``s3.eu-west-1.amazonaws.com``, ``s3-us-west-2...``)."""
+    labels = (urlparse(endpoint).hostname or "").lower().split(".")
+    for i, label in enumerate(labels):
+        if label.startswith("s3-") and _AWS_REGION_NAME.match(label[3:]):
+            return label[3:]
+        if label in ("s3", "s3-fips"):
+            rest = [x for x in labels[i + 1:] if x not in ("dualstack", "fips")]
+            if rest and _AWS_REGION_NAME.match(rest[0]):
+                return rest[0]
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _profile_region(profile: str | None, config_file: str | None) -> str | None:
+    """The region of the AWS profile (``~/.aws/config``), or None."""
+    try:
+        import botocore.session
+
+        return botocore.session.Session().get_config_variable("region") or None
+    except Exception:  # a broken config file: no region from it
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket_region(bucket: str) -> str | None:
+    """The region AWS reports for ``bucket`` (one HEAD request), or None when it cannot be asked."""
+    try:
+        return pafs.resolve_s3_region(bucket)
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+
+
+def s3_region(bucket: str | None = None) -> str | None:
+    """The S3 region: ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the endpoint's host name, the AWS profile,
+    then (AWS itself, no endpoint set) the region of ``bucket``; None when nothing says (the SDK default)."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        return region
+    endpoint = _endpoint()
+    region = (_endpoint_region(endpoint) if endpoint else None) or _profile_region(
+        os.environ.get("AWS_PROFILE"), os.environ.get("AWS_CONFIG_FILE"))
+    if region or endpoint or not bucket or not _BUCKET_NAME.match(bucket):
+        return region
+    return _bucket_region(bucket)
+
+
+def _credentials_key() -> int:
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+    return hash(tuple(os.environ.get(k) for k in keys))
+
+
 @functools.lru_cache(maxsize=8)
 def _s3_filesystem(endpoint: str | None, region: str | None, key_hash: int) -> pafs.S3FileSystem:
     kwargs: dict = {}
     if endpoint:
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        parsed = urlparse(endpoint)
         kwargs["endpoint_override"] = parsed.netloc
         kwargs["scheme"] = parsed.scheme or "https"
     if os.environ.get("AWS_ACCESS_KEY_ID"):
@@ -68,17 +142,34 @@ def _s3_filesystem(endpoint: str | None, region: str | None, key_hash: int) -> p
         kwargs["secret_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
         if os.environ.get("AWS_SESSION_TOKEN"):
             kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
-    kwargs["region"] = region or "us-east-1"
+    if region:
+        kwargs["region"] = region
     return pafs.S3FileSystem(**kwargs)
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
-    """The S3 filesystem configured from the AWS environment variables."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    key_hash = hash((os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"),
-                     os.environ.get("AWS_SESSION_TOKEN")))
-    return _s3_filesystem(endpoint, region, key_hash)
+def s3_filesystem(bucket: str | None = None) -> pafs.S3FileSystem:
+    """The S3 filesystem configured from the AWS environment (region as in ``s3_region(bucket)``)."""
+    return _s3_filesystem(_endpoint(), s3_region(bucket), _credentials_key())
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(endpoint: str | None, region: str | None, key_hash: int, pid: int):
+    # botocore reads the credentials itself (environment, profile, instance role); one client per
+    # process (``pid``: clients do not survive a fork) and per setting.
+    import botocore.session
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard"}, connect_timeout=10,
+                    # S3-compatible servers (MinIO, SeaweedFS, Ceph) answer path-style requests;
+                    # newer botocore checksums are not supported by all of them
+                    s3={"addressing_style": "path"} if endpoint else None,
+                    request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    return botocore.session.Session().create_client("s3", region_name=region, endpoint_url=endpoint, config=config)
+
+
+def s3_client(bucket: str | None = None):
+    """A botocore S3 client configured like ``s3_filesystem`` (what the S3 writes use)."""
+    return _s3_client(_endpoint(), s3_region(bucket), _credentials_key(), os.getpid())
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -88,7 +179,7 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         path = uri[len("s3://"):].rstrip("/")
         if not path:
             raise StorageError(f"{uri}: an S3 URI needs a bucket (s3://bucket/prefix)")
-        return s3_filesystem(), path
+        return s3_filesystem(path.split("/", 1)[0]), path
     if "://" in uri and not uri.startswith("file://"):
         raise StorageError(f"{uri}: unsupported URI scheme (use a local path, file:// or s3://)")
     return pafs.LocalFileSystem(), _local_path(uri)
@@ -143,11 +234,17 @@ def _wrap(uri: str, exc: BaseException) -> BaseException:
     return StorageError(f"{redact(uri)}: {text}")
 
 
+def _is_storage_error(exc: BaseException) -> bool:  # botocore's errors (ClientError...) are no OSError
+    return isinstance(exc, (OSError, pa.ArrowException)) or type(exc).__module__.startswith("botocore.")
+
+
 @contextlib.contextmanager
 def _errors(uri: str):
     try:
         yield
-    except (OSError, pa.ArrowException) as exc:
+    except Exception as exc:
+        if not _is_storage_error(exc):
+            raise
         raise _wrap(uri, exc) from exc
 
 
@@ -234,26 +331,76 @@ def _tmp_name(path: str) -> str:
     return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` atomically (readers see the old file or the whole new one)."""
+def _read_full(stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes from ``stream`` (fewer only at its end)."""
+    chunks, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _s3_upload(path: str, stream: BinaryIO, size: int | None = None) -> None:
+    """Upload everything read from ``stream`` to ``bucket/key`` (``path``): all of it, or nothing.
+
+    Up to one part: a single PutObject. Above: a multipart upload completed after the last part and
+    aborted on any exception (KeyboardInterrupt included); a killed process leaves an incomplete upload,
+    which is no object. ``size`` (when known) sets the part size so a large file fits in 10,000 parts.
+    """
+    bucket, key = path.split("/", 1)
+    client = s3_client(bucket)
+    part_size = max(S3_PART_SIZE, -(-size // _MAX_PARTS)) if size else S3_PART_SIZE
+    chunk = _read_full(stream, part_size)
+    if len(chunk) < part_size:
+        client.put_object(Bucket=bucket, Key=key, Body=chunk)
+        return
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    try:
+        parts = []
+        while chunk:
+            if len(parts) == _MAX_PARTS:
+                raise StorageError(f"s3://{path}: more than {_MAX_PARTS} parts of {part_size} bytes")
+            number = len(parts) + 1
+            reply = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk)
+            parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+            chunk = _read_full(stream, part_size)
+        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    except BaseException:
+        with contextlib.suppress(Exception):  # the original error matters more than a failed abort
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        raise
+
+
+def write_stream(uri: str, stream: BinaryIO, size: int | None = None) -> None:
+    """Write everything read from the binary ``stream`` to ``uri`` atomically.
+
+    Readers see the old file or the whole new one; when reading ``stream`` or writing fails midway
+    (or the process is killed), nothing new is visible at ``uri``. ``size``: the byte count when known.
+    """
     fs, path = resolve(uri)
     with _errors(uri):
         if is_remote(uri):
-            # An S3 PUT (or completed multipart upload) is atomic: the object appears whole.
-            with fs.open_output_stream(path) as f:
-                f.write(data)
+            _s3_upload(path, stream, size)
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = _tmp_name(path)
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                shutil.copyfileobj(stream, f, length=8 << 20)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` atomically (readers see the old file or the whole new one)."""
+    write_stream(uri, io.BytesIO(data), len(data))
 
 
 def write_text(uri: str, text: str) -> None:
@@ -272,8 +419,8 @@ def atomic_output(uri: str, suffix: str = "") -> Iterator[str]:
         os.close(fd)
         try:
             yield tmp
-            with _errors(uri), open(tmp, "rb") as src, fs.open_output_stream(path) as dst:
-                shutil.copyfileobj(src, dst, length=8 << 20)
+            with open(tmp, "rb") as src:
+                write_stream(uri, src, os.fstat(src.fileno()).st_size)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
