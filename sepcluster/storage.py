@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from .errors import StorageError
 
-_CREDENTIAL_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+_CREDENTIAL_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+(?::[^/@\s]+)?@")
 _SECRET_VALUE_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 
 
@@ -178,10 +178,13 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     if is_remote(uri):
         path = uri[len("s3://"):].rstrip("/")
         if not path:
-            raise StorageError(f"{uri}: an S3 URI needs a bucket (s3://bucket/prefix)")
+            raise StorageError(f"{redact(uri)}: an S3 URI needs a bucket (s3://bucket/prefix)")
+        if "@" in path.split("/", 1)[0]:
+            raise StorageError(f"{redact(uri)}: credentials inside an S3 URI are refused (they would reach logs "
+                               f"and catalogs); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
         return s3_filesystem(path.split("/", 1)[0]), path
     if "://" in uri and not uri.startswith("file://"):
-        raise StorageError(f"{uri}: unsupported URI scheme (use a local path, file:// or s3://)")
+        raise StorageError(f"{redact(uri)}: unsupported URI scheme (use a local path, file:// or s3://)")
     return pafs.LocalFileSystem(), _local_path(uri)
 
 

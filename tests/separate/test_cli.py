@@ -59,3 +59,11 @@ def test_model_that_is_not_a_model_names_the_file(one_track, tmp_path, sepcluste
     assert main(["separate", "-m", str(bogus), one_track, "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "weights.bin" in err and "expected" in err and not (tmp_path / "o").exists()
+
+
+def test_credentials_inside_an_s3_uri_are_refused_and_never_printed(tmp_path, sepcluster_home, capsys):
+    assert main(["separate", "--oracle", "irm", "--input", "s3://AKIAEXAMPLE:s3cr3tKey@bucket/in",
+                 "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "s3cr3tKey" not in err and "AKIAEXAMPLE" not in err
+    assert "credentials inside an S3 URI" in err and "s3://***@bucket/in" in err
