@@ -7,8 +7,9 @@ PIP := $(PY) -m pip
 LOCK := requirements.lock
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # g++ and libsox-dev build soxbindings (scaper's SoX bindings: no wheel for Python 3.11); chromium renders
-# the HTML report in a test (headless)
-APT_PACKAGES := ffmpeg sox libsox-dev libsox-fmt-all g++ chromium
+# the HTML report in a test (headless), so the images (docker/Dockerfile) take APT_PACKAGES without it
+APT_PACKAGES := ffmpeg sox libsox-dev libsox-fmt-all g++
+APT_TEST_PACKAGES := chromium
 # torch: the version is pinned in $(LOCK); TORCH picks the build. Default: cuda where nvidia-smi
 # answers (the PyPI wheel, a CUDA build), else cpu (the CPU wheel from $(TORCH_CPU_INDEX), or the
 # CPU wheel already lying in one of pip's find-links folders, as on the machines this repo is built on).
@@ -20,7 +21,7 @@ TORCH_LOCAL_CPU_WHEEL = $(firstword $(wildcard $(addsuffix /torch-$(TORCH_VERSIO
 STAMP := $(VENV)/.sepcluster-installed-$(TORCH)
 # test-only oracles installed without their dependencies (their own pins pull torchaudio or another
 # torch; what they import is in the test extra): see tests/oracles.py
-TEST_NO_DEPS := openunmix==1.3.0
+TEST_NO_DEPS := openunmix==1.3.0 msst==0.1.0
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 
@@ -44,7 +45,7 @@ system-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) $(APT_TEST_PACKAGES); \
 	fi
 
 $(STAMP): pyproject.toml $(LOCK) constraints.txt
