@@ -87,10 +87,13 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     """
     if isinstance(references, (str, os.PathLike)):
         references = storage.absolute(str(references))
-    estimates, out, separate_with = (storage.absolute(u) for u in (estimates, out, separate_with))
+    estimates, out = (storage.absolute(u) for u in (estimates, out))
+    if separate_with and not str(separate_with).startswith("models:/"):
+        separate_with = storage.absolute(separate_with)
     asked = _check_options(engine, window, hop, method, metrics)
     t_start = time.perf_counter()
-    bundle_targets = _bundle_targets(separate_with, estimates, targets)
+    separator = _separator(separate_with, estimates, targets)
+    bundle_targets = list(separator.sources) if separator else []
     ref_specs, subset_name = list_references(references, subset=subset, is_wav=is_wav, label_map=label_map)
     if separate_with:
         est_map, skipped_rows = {name: {t: "" for t in bundle_targets} for name in ref_specs}, 0
@@ -100,7 +103,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     expected = list(targets) if targets else sorted({t for it in items for t in json.loads(it["est_files"])})
     options = json.dumps({"method": method, "targets": list(targets) if targets else None, "window": float(window),
                           "hop": float(hop), "engine": engine, "device": device, "separate_with": separate_with,
-                          "bundle_targets": bundle_targets, "niter": int(niter), "metrics": asked,
+                          "separator": separator.to_dict() if separator else None, "bundle_targets": bundle_targets, "niter": int(niter), "metrics": asked,
                           "expected_targets": [] if separate_with else expected})
     for it in items:
         it["options"] = options
@@ -169,22 +172,23 @@ def _check_options(engine: str, window: float, hop: float, method: str, metrics)
     return [m for m in METRIC_CHOICES if m in asked]
 
 
-def _bundle_targets(separate_with: str | None, estimates: str | None, targets) -> list[str]:
-    """The targets of the ``separate_with`` bundle (loaded here, so a bad one fails before any work)."""
+def _separator(separate_with: str | None, estimates: str | None, targets):
+    """The :class:`~sepcluster.separate.SeparatorSpec` of ``separate_with`` (any model ``sepcluster
+    separate --model`` takes, loaded once here so a bad one fails before any work), or None."""
     if not separate_with:
         if not estimates:
             raise ConfigError("estimates", "is required (a folder <track>/<target>.wav or a separate catalog), "
                                            "unless separate_with names a model bundle")
-        return []
+        return None
     if estimates:
         raise ConfigError("estimates", "give either estimates or separate_with (a model bundle), not both")
-    from ..models import load_bundle
+    from ..separate import resolve_separator
 
-    bundle_targets = load_bundle(separate_with).targets
-    if targets and not set(targets) & set(bundle_targets):
-        raise ConfigError("targets", f"{targets} are not in the bundle {storage.redact(separate_with)} "
-                                     f"(it has {', '.join(bundle_targets)})")
-    return bundle_targets
+    spec = resolve_separator(separate_with)
+    if targets and not set(targets) & set(spec.sources):
+        raise ConfigError("targets", f"{targets} are not outputs of {storage.redact(separate_with)} "
+                                     f"(it has {', '.join(spec.sources)})")
+    return spec
 
 
 def _plan(ref_specs: dict, est_map: dict, tracks, targets, estimates) -> tuple[list, list, list]:

@@ -38,7 +38,7 @@ BSS = "bss"
 SDR = "sdr"
 SISDR = "sisdr"
 METRIC_CHOICES = (BSS, SDR, SISDR)
-_BUNDLES: dict = {}  # (bundle uri, device) -> loaded SeparatorBundle, one per worker process
+_BUNDLES: dict = {}  # (bundle id, device) -> the loaded separator, one per worker process
 
 
 def _peak_rss_mb() -> float:
@@ -49,21 +49,21 @@ def _peak_rss_mb() -> float:
 
 def _separate_in_memory(opts: dict, spec: RefSpec, refs: dict[str, np.ndarray], sr: int,
                         targets: list[str]) -> dict[str, np.ndarray]:
-    """Separate one track's mixture with the bundle ``opts['separate_with']``: ``{target: audio}``.
-
-    Uses the separate job's public :func:`sepcluster.separate.separate_track`.
+    """Separate one track's mixture with ``opts['separator']`` (any model ``sepcluster separate
+    --model`` takes: a bundle, an Open-Unmix ``.pth``, a demucs ``.th`` / bag, a RoFormer ``.ckpt``):
+    ``{target: audio}``. Uses the separate job's public functions; one model per worker process.
     """
-    from ..models import load_bundle
-    from ..separate import separate_track
+    from ..separate import SeparatorSpec, load_separator, separate_track
 
     device = opts["device"] or "cpu"
-    key = (opts["separate_with"], device)
+    separator = SeparatorSpec.from_dict(opts["separator"])
+    key = (separator.bundle_id, device)
     if key not in _BUNDLES:
         _BUNDLES.clear()
-        _BUNDLES[key] = load_bundle(opts["separate_with"], device=device)
-    bundle = _BUNDLES[key]
+        _BUNDLES[key] = load_separator(separator, device=device)
+    model = _BUNDLES[key]
     mixture = read_mixture(spec, refs, sr)
-    outs = separate_track(bundle, mixture, sr, targets=targets, niter=opts["niter"], device=device,
+    outs = separate_track(model, mixture, sr, targets=targets, niter=opts["niter"], device=device,
                           downmix=mixture.shape[1] > 2)
     return {t: outs[t] for t in targets}
 

@@ -101,6 +101,22 @@ class DemucsModel:
         """Class name of each model: ``HTDemucs``, ``HDemucs`` or ``Demucs``."""
         return [type(m).__name__ for m in self.models]
 
+    def chunk_input_length(self, index: int, length: int) -> int:
+        """The input length ``apply_model`` gives model ``index`` for a chunk of ``length`` samples."""
+        return chunk_input_length(self.models[index], length)
+
+
+def chunk_input_length(model: nn.Module, length: int) -> int:
+    """The input length demucs' ``apply_model(split=False)`` feeds ``model`` for ``length`` samples.
+
+    HTDemucs: its training length ``int(segment * samplerate)`` (``valid_length``; a longer chunk is
+    an error); Demucs: the next length its strided convolutions accept (``valid_length``); HDemucs
+    (no ``valid_length``): ``length``. The chunk is then padded with the track's own samples around
+    it (zeros beyond the track) and the output centre-trimmed back to ``length``.
+    """
+    valid = getattr(model, "valid_length", None)
+    return int(valid(int(length))) if valid is not None else int(length)
+
 
 def load_demucs(uri: str) -> DemucsModel:
     """Load a demucs ``.th`` / ``.safetensors`` model file or a bag-of-models ``.yaml``.

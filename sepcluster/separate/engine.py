@@ -23,13 +23,16 @@ Peak memory is set by the chunk length (and ``batch_chunks``), not the track len
 buffers hold one group of chunks, the cross-fade tail and the inverse STFT's last
 ``n_fft`` samples.
 
-Pieces: :class:`ChannelLayout` (mixture, references, downmix, model channels),
-:mod:`~sepcluster.separate.chunking` (resampler, padded buffer, chunk scheduler, cross-fade),
-:mod:`~sepcluster.separate.istft` (streaming inverse STFT), :class:`StemOutput` (back to the
-input rate, to the sink) and :class:`ChunkedEngine`, which runs a spectrogram estimator
-(:mod:`~sepcluster.separate.estimators`) over them. The entry points are
-:func:`separate_track` (in memory), :func:`write_stems` (any block reader to files) and
-:func:`separate_file` (a file, and for oracles its reference stems, to files).
+Pieces: :class:`~sepcluster.separate.stages.ChannelLayout` (mixture, references, downmix, model
+channels), :mod:`~sepcluster.separate.chunking` (resampler, padded buffer, chunk scheduler,
+cross-fade), :mod:`~sepcluster.separate.istft` (streaming inverse STFT),
+:class:`~sepcluster.separate.stages.StemOutput` (back to the input rate, to the sink) and
+:class:`ChunkedEngine`, which runs a spectrogram estimator (:mod:`~sepcluster.separate.estimators`)
+over them. Waveform estimators (demucs, RoFormers) run in the sibling
+:class:`~sepcluster.separate.waveform.WaveformEngine` (their references' own chunking, same input
+and output stages); :func:`make_engine` picks the engine of an estimator's domain. The entry
+points, for both, are :func:`separate_track` (in memory), :func:`write_stems` (any block reader
+to files) and :func:`separate_file` (a file, and for oracles its reference stems, to files).
 """
 
 from __future__ import annotations
@@ -48,157 +51,17 @@ from sepcluster.errors import AudioError, ConfigError
 from sepcluster.memory import keep_freed_memory
 
 from .chunking import ChunkScheduler, CrossFade, PaddedSignal, StreamResampler, chunk_frames
-from .estimators import RESIDUAL_NAME, SPECTROGRAM, Estimator, make_estimator
+from .estimators import RESIDUAL_NAME, SPECTROGRAM, WAVEFORM, Estimator, make_estimator
 from .istft import StreamingISTFT
+from .stages import ChannelLayout, StemOutput, TrackStats, output_subtype
+from .waveform import WaveformEngine
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_OVERLAP_SECONDS", "RESIDUAL_NAME", "ChannelLayout", "ChunkedEngine",
-           "StemOutput", "TrackStats", "output_subtype", "separate_file", "separate_track", "write_stems"]
+           "StemOutput", "TrackStats", "WaveformEngine", "make_engine", "output_subtype", "separate_file",
+           "separate_track", "write_stems"]
 
 DEFAULT_CHUNK_SECONDS = 30.0
 DEFAULT_OVERLAP_SECONDS = 3.0
-
-_SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
-             ("flac", 16): "PCM_16", ("flac", 24): "PCM_24",
-             ("aiff", 16): "PCM_16", ("aiff", 24): "PCM_24", ("aiff", 32): "FLOAT",
-             ("ogg", 16): "VORBIS", ("ogg", 24): "VORBIS", ("ogg", 32): "VORBIS"}
-
-
-def output_subtype(format: str, bits: int) -> str:
-    """soundfile subtype for an output ``format`` (wav/flac/aiff/ogg) and ``bits``."""
-    key = (str(format).lower(), int(bits))
-    if key not in _SUBTYPES:
-        raise ConfigError("format/bits", f"{format} with {bits} bits is not supported "
-                                         f"(wav: 16/24/32, flac: 16/24, aiff: 16/24/32, ogg)")
-    return _SUBTYPES[key]
-
-
-@dataclass
-class TrackStats:
-    """What :meth:`ChunkedEngine.run` learnt about a track."""
-
-    sample_rate: int
-    channels: int
-    frames: int
-    model_rate: int
-    chunks: int
-    downmixed: bool
-    seconds: float
-
-    @property
-    def duration(self) -> float:
-        return self.frames / float(self.sample_rate) if self.sample_rate else 0.0
-
-
-@dataclass(frozen=True)
-class ChannelLayout:
-    """How a track's channels feed the estimator.
-
-    ``channels``: the mixture's; ``references``: reference signals streamed beside it (each
-    with the mixture's channels); ``source``: channels after the optional downmix (the stems
-    get these); ``model``: the estimator's. ``mode``: ``same``; ``dup`` (a mono track, a
-    multichannel model: the channel duplicated, the estimates averaged back); ``fold`` (a mono
-    model: each channel a batch item).
-    """
-
-    channels: int
-    references: int
-    downmixed: bool
-    model: int
-    mode: str
-
-    @classmethod
-    def plan(cls, total_channels: int, mix_channels: Optional[int], references: int, nb_channels: Optional[int],
-             downmix: bool, where: str) -> "ChannelLayout":
-        """The layout of a reader with ``total_channels`` (mixture then references); raises
-        AudioError naming ``where`` when the channels do not fit."""
-        c_in = int(mix_channels or total_channels // (1 + references))
-        if c_in * (1 + references) != total_channels:
-            raise AudioError(f"{where}: the reference stems do not have the mixture's {c_in} channels")
-        if c_in > 2 and not downmix:
-            raise AudioError(f"{where}: {c_in} channels is not supported (mono or stereo only; "
-                             f"pass --downmix to average the channels to mono)")
-        c_src = 1 if c_in > 2 else c_in
-        c_model = nb_channels or c_src
-        if c_model == c_src:
-            mode = "same"
-        elif c_src == 1:
-            mode = "dup"
-        elif c_model == 1:
-            mode = "fold"
-        else:
-            raise AudioError(f"{where}: {c_src} channels cannot feed a {c_model}-channel model")
-        return cls(channels=c_in, references=references, downmixed=c_in > 2, model=c_model, mode=mode)
-
-    @property
-    def source(self) -> int:
-        return 1 if self.downmixed else self.channels
-
-    @property
-    def signals(self) -> int:
-        return 1 + self.references
-
-    def downmix(self, block: np.ndarray) -> np.ndarray:
-        """``float32 (n, signals * channels)`` -> ``(n, signals * source)``: each signal averaged
-        to mono when downmixed."""
-        if not self.downmixed:
-            return block
-        c = self.channels
-        return np.concatenate([block[:, i * c:(i + 1) * c].mean(axis=1, keepdims=True) for i in range(self.signals)],
-                              axis=1)
-
-    def to_model(self, spec: torch.Tensor) -> tuple:
-        """``spec (batch, signals * source, ...)`` -> the estimator's ``X (batch', model, ...)`` and
-        ``refs (batch', references, model, ...)`` (None without references); ``...`` is
-        ``(bins, frames)`` for spectrogram chunks."""
-        B, tail = spec.shape[0], spec.shape[2:]
-        spec = spec.reshape(B, self.signals, self.source, *tail)
-        X = spec[:, 0]
-        refs = spec[:, 1:] if self.references else None
-        if self.mode == "dup":
-            X = X.expand(B, self.model, *tail)
-            refs = refs.expand(B, self.references, self.model, *tail) if refs is not None else None
-        elif self.mode == "fold":
-            X = X.reshape(B * self.source, 1, *tail)
-            if refs is not None:
-                refs = refs.transpose(1, 2).reshape(B * self.source, self.references, 1, *tail)
-        return X.contiguous(), refs.contiguous() if refs is not None else None
-
-    def from_model(self, Y: torch.Tensor, batch: int) -> torch.Tensor:
-        """The estimator's ``(batch', outputs, model, ...)`` -> ``(batch, outputs, source, ...)``."""
-        if self.mode == "dup":
-            return Y.mean(dim=2, keepdim=True)
-        if self.mode == "fold":
-            return Y.reshape(batch, self.source, Y.shape[1], *Y.shape[3:]).transpose(1, 2)
-        return Y
-
-
-class StemOutput:
-    """The engine's last stage: model-rate stems -> soxr stream to ``sr_out`` -> ``sink``.
-
-    ``emit(samples (outputs, channels, n), frames, last)`` hands ``sink`` the block
-    ``{output name: float32 (samples, channels)}``, cut to ``frames`` samples in all (the
-    track's length) and, with ``last``, zero-padded up to it.
-    """
-
-    def __init__(self, outputs, channels: int, sr_model: int, sr_out: int, sink: Callable[[dict], None]):
-        self.outputs = list(outputs)
-        self.channels = int(channels)
-        self.resample = StreamResampler(sr_model, sr_out, len(self.outputs) * self.channels)
-        self.sink = sink
-        self.written = 0
-
-    def emit(self, samples: torch.Tensor, frames: int, last: bool = False) -> None:
-        n, c = len(self.outputs), self.channels
-        arr = samples.detach().to("cpu", torch.float32).numpy()
-        arr = self.resample(np.ascontiguousarray(arr.reshape(n * c, -1).T), last=last)
-        remaining = frames - self.written
-        if last and arr.shape[0] < remaining:
-            arr = np.concatenate([arr, np.zeros((remaining - arr.shape[0], arr.shape[1]), np.float32)])
-        arr = arr[:max(0, remaining)]
-        if arr.shape[0] == 0:
-            return
-        self.written += arr.shape[0]
-        self.sink({name: arr[:, j * c:(j + 1) * c] for j, name in enumerate(self.outputs)})
 
 
 @dataclass
@@ -235,17 +98,19 @@ class ChunkedEngine:
     """
 
     def __init__(self, estimator: Estimator, device="cpu", chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
-                 overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1, downmix: bool = False):
+                 overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: Optional[int] = 1,
+                 downmix: bool = False):
         domain = getattr(estimator, "domain", None)
         if domain != SPECTROGRAM:
             raise ConfigError("estimator", f"{type(estimator).__name__} works on {domain!r} chunks; the chunked "
-                                           f"engine runs {SPECTROGRAM} estimators")
+                                           f"engine runs {SPECTROGRAM} estimators (make_engine picks the engine "
+                                           f"of an estimator's domain)")
         from sepcluster.models.stft import STFT
 
         self.estimator = estimator
         self.device = torch.device(device)
         self.chunk_seconds, self.overlap_seconds = chunk_seconds, overlap_seconds
-        self.batch_chunks = max(1, int(batch_chunks))
+        self.batch_chunks = max(1, int(batch_chunks or 1))
         self.downmix = bool(downmix)
         self.n_fft, self.hop = int(estimator.n_fft), int(estimator.n_hop)
         self.stft = STFT(self.n_fft, self.hop, center=False).to(self.device)
@@ -348,25 +213,38 @@ class ChunkedEngine:
 # entry points
 
 
+def make_engine(estimator: Estimator, device="cpu", chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
+                overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: Optional[int] = None,
+                downmix: bool = False):
+    """The engine of ``estimator``'s domain: a :class:`ChunkedEngine` (spectrogram; ``batch_chunks``
+    None: 1) or a :class:`~sepcluster.separate.waveform.WaveformEngine` (waveform: the model's own
+    chunking, ``chunk_seconds`` / ``overlap_seconds`` ignored; ``batch_chunks`` None: the
+    estimator's ``batch_size``). Both have ``run(reader, sink, ...) -> TrackStats``."""
+    cls = WaveformEngine if getattr(estimator, "domain", None) == WAVEFORM else ChunkedEngine
+    return cls(estimator, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+               batch_chunks=batch_chunks, downmix=downmix)
+
+
 def separate_track(separator, audio: np.ndarray, sample_rate: int, targets=None, niter: int = 1,
                    softmask: bool = False, residual: bool = False, device="cpu", *, downmix: bool = False,
                    chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
-                   overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1,
-                   eps: Optional[float] = 1e-10, double: bool = False) -> dict:
+                   overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: Optional[int] = None,
+                   eps: Optional[float] = 1e-10, double: bool = False, precision: str = "fp32") -> dict:
     """Separate one in-memory track.
 
     separator: a :class:`~sepcluster.models.bundle.SeparatorBundle`, an
-    :class:`~sepcluster.separate.oracle.IdealRatioMask` holding the reference stems, or an
-    :class:`~sepcluster.separate.estimators.Estimator`. audio: ``float32 (samples, channels)``
+    :class:`~sepcluster.separate.oracle.IdealRatioMask` holding the reference stems, a loaded
+    demucs model / bag or RoFormer (:func:`~sepcluster.separate.estimators.make_estimator`, with
+    ``precision``), or an :class:`~sepcluster.separate.estimators.Estimator`. audio: ``float32 (samples, channels)``
     (or ``(samples,)``) at ``sample_rate``; it is resampled (soxr HQ) to the model's rate and
     the stems back. Returns ``{output: float32 (samples, channels)}`` with the input's length,
     rate and channel count (mono in, mono out; > 2 channels need ``downmix`` and give mono).
     ``targets``: the bundle targets to use (default all); ``residual`` adds ``"accompaniment"``
     (mixture minus the targets). Chunking: see the module docstring (``chunk_seconds=None``:
-    one chunk).
+    one chunk; waveform models chunk as their reference does, :mod:`~sepcluster.separate.waveform`).
     """
     est = make_estimator(separator, targets=targets, niter=niter, softmask=softmask, residual=residual, eps=eps,
-                         double=double, device=device)
+                         double=double, device=device, precision=precision)
     reader = ArrayReader(audio, sample_rate)
     readers = []
     if est.references:
@@ -385,8 +263,8 @@ def separate_track(separator, audio: np.ndarray, sample_rate: int, targets=None,
         for name, block in blocks.items():
             parts[name].append(block)
 
-    engine = ChunkedEngine(est, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-                           batch_chunks=batch_chunks, downmix=downmix)
+    engine = make_engine(est, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                         batch_chunks=batch_chunks, downmix=downmix)
     engine.run(source, sink, mix_channels=reader.channels)
     return {name: np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
             for name, blocks in parts.items()}
@@ -418,19 +296,19 @@ class _StemFiles:
 def write_stems(estimator: Estimator, source, outputs: dict, *, mix_channels: Optional[int] = None,
                 format: str = "wav", bits: int = 16, device="cpu",
                 chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
-                overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1,
+                overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: Optional[int] = None,
                 downmix: bool = False, where: str = "audio", out_rate: Optional[int] = None,
                 out_frames: Optional[int] = None) -> TrackStats:
-    """Run a :class:`ChunkedEngine` on ``source`` and write each output stem block by block to a
-    temporary file that becomes ``outputs[name]`` (a URI) only when the whole track
-    succeeded: on any error nothing is written."""
+    """Run the engine of the estimator's domain (:func:`make_engine`) on ``source`` and write each
+    output stem block by block to a temporary file that becomes ``outputs[name]`` (a URI) only when
+    the whole track succeeded: on any error nothing is written."""
     fmt = str(format).lower()
     subtype = output_subtype(fmt, bits)
     missing = [o for o in estimator.outputs if o not in outputs]
     if missing:
         raise ConfigError("outputs", f"no output URI for '{missing[0]}'")
-    engine = ChunkedEngine(estimator, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-                           batch_chunks=batch_chunks, downmix=downmix)
+    engine = make_engine(estimator, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                         batch_chunks=batch_chunks, downmix=downmix)
     with ExitStack() as stack:
         sink = _StemFiles(stack, outputs, fmt, subtype, int(out_rate or source.sample_rate))
         stats = engine.run(source, sink, mix_channels=mix_channels, where=where, out_rate=out_rate,
@@ -442,7 +320,7 @@ def write_stems(estimator: Estimator, source, outputs: dict, *, mix_channels: Op
 def separate_file(estimator: Estimator, source_uri: str, outputs: dict, *, stream: int = 0,
                   references: Optional[dict] = None, format: str = "wav", bits: int = 16, device="cpu",
                   chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
-                  overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1,
+                  overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: Optional[int] = None,
                   downmix: bool = False, block_frames: int = 1 << 17) -> TrackStats:
     """Separate the file ``source_uri`` end to end in bounded memory.
 

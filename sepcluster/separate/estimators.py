@@ -24,33 +24,38 @@ complex:
 - :class:`IRMEstimator`: ideal ratio masks from the reference stems
   (:class:`sepcluster.separate.oracle.IdealRatioMask` makes one).
 
-Waveform estimators (multi-source waveform models such as HTDemucs or band-split
-RoFormers) are not written yet; the shape is ready for them. One derives from
-:class:`Estimator` directly with ``domain = "waveform"`` and provides, besides the shared
-attributes above:
+Waveform estimators (:mod:`sepcluster.separate.waveform_estimators`: demucs models and bags,
+BS-/Mel-Band RoFormers) derive from ``WaveformEstimator`` (``domain = "waveform"``) and run in
+:class:`~sepcluster.separate.waveform.WaveformEngine`. Their chunking is the reference's own
+(demucs' ``apply_model``, MSST's ``demix``), so instead of a chunk length and a cross-fade they
+provide, besides the shared attributes above:
 
-- ``segment_samples``: samples per chunk at ``sample_rate`` (the model's training length);
-- ``overlap_samples``: samples shared by consecutive chunks;
-- ``crossfade_weights(length) -> float32 (length,)``: the weights of a chunk's samples in the
-  overlap-add (demucs' ``apply_model``: triangular; MSST: windowed fades); the overlap-add
-  divides by the weights summed over the overlapping chunks;
-- ``separate_chunks(x (batch, channels, samples) float32, refs (batch, references,
-  channels, samples) or None) -> (batch, outputs, channels, samples)`` float32, all sources
-  at once.
+- ``sources``: every output of the model, in order (``outputs`` are the selected ``targets``
+  plus the residual);
+- ``batch_size``: chunks per model call (the engine's ``batch_chunks`` overrides it);
+- ``chunkers(channels) -> list``: for one track, one chunk scheme per model (a bag has
+  several), objects of :mod:`sepcluster.separate.overlap` that cut the chunks as samples
+  arrive and overlap-add the outputs exactly as the reference does;
+- ``separate_chunks(index, x (batch, channels, samples) float32) -> (batch, sources,
+  channels, samples)`` float32 on the CPU: model ``index`` on a batch of chunks (device
+  placement and autocast inside);
+- ``combine(parts) -> (sources, channels, n)``: the models' overlap-added outputs
+  ``[(sources, channels, n)]`` into one estimate (a bag's per-source weights);
+- ``select(y (sources, channels, n), mixture (channels, n) or None) -> (outputs, channels,
+  n)``: the targets, and ``mixture - sum(targets)`` as ``"accompaniment"`` with
+  ``residual`` (``needs_mixture`` tells the engine to keep the mixture for it).
 
-The engine's input and output stages (channel layout, soxr streams, stem sinks) do not
-depend on the domain; what does (cutting chunks, the transform, the cross-fade, the
-overlap-add) is where a waveform path goes. :class:`~sepcluster.separate.engine.ChunkedEngine`
-refuses estimators of another domain than ``"spectrogram"`` with a ConfigError until then.
+The engine's input and output stages (channel layout, soxr streams, stem sinks:
+:mod:`~sepcluster.separate.stages`) do not depend on the domain.
 
-:func:`make_estimator` turns what a user gives (a separator bundle, an object with an
-``estimator(targets=, residual=, eps=)`` method such as the IRM oracle, or an estimator) into
-an estimator.
+:func:`make_estimator` turns what a user gives (a separator bundle, a loaded demucs model or
+bag, a loaded RoFormer, an object with an ``estimator(targets=, residual=, eps=)`` method
+such as the IRM oracle, or an estimator) into an estimator.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Optional, Protocol, runtime_checkable
 
 import torch
@@ -59,23 +64,11 @@ from sepcluster import storage
 from sepcluster.datasets import MUSDB_SOURCES as REFERENCE_NAMES
 from sepcluster.errors import ConfigError
 
+from .estimator_base import DOMAINS, RESIDUAL_NAME, SPECTROGRAM, WAVEFORM, Estimator, target_list
 from .wiener import softmask_estimates, wiener
 
-SPECTROGRAM = "spectrogram"
-WAVEFORM = "waveform"
-DOMAINS = (SPECTROGRAM, WAVEFORM)
-RESIDUAL_NAME = "accompaniment"
-
-
-class Estimator(ABC):
-    """What every estimator states (see the module docstring for each attribute)."""
-
-    domain: str = ""
-    sample_rate: Optional[int] = None
-    nb_channels: Optional[int] = None
-    references: tuple = ()
-    outputs: tuple = ()
-    bundle_id: str = ""
+__all__ = ["DOMAINS", "RESIDUAL_NAME", "SPECTROGRAM", "WAVEFORM", "Estimator", "EstimatorSource", "IRMEstimator",
+           "ModelEstimator", "SpectrogramEstimator", "make_estimator"]
 
 
 class SpectrogramEstimator(Estimator):
@@ -95,12 +88,6 @@ class SpectrogramEstimator(Estimator):
         """The source STFTs of a batch of mixture STFT chunks (shapes in the class docstring)."""
 
 
-def _target_list(targets) -> Optional[list]:
-    if isinstance(targets, str):
-        return [targets]
-    return None if targets is None else list(targets)
-
-
 class ModelEstimator(SpectrogramEstimator):
     """A separator bundle's target models followed by the multichannel Wiener filter.
 
@@ -113,7 +100,7 @@ class ModelEstimator(SpectrogramEstimator):
                  residual_name: str = RESIDUAL_NAME):
         meta = bundle.meta
         self.bundle = bundle
-        targets = _target_list(targets)
+        targets = target_list(targets)
         if targets is None:
             targets = list(bundle.models)
         missing = [t for t in targets if t not in bundle.models]
@@ -151,7 +138,7 @@ class IRMEstimator(SpectrogramEstimator):
 
     def __init__(self, targets=None, residual: bool = False, power: float = 1.0, eps: Optional[float] = 1e-10,
                  n_fft: int = 4096, n_hop: int = 1024, name: str = "irm"):
-        targets = _target_list(targets)
+        targets = target_list(targets)
         if targets is None:
             targets = list(REFERENCE_NAMES)
         unknown = [t for t in targets if t not in REFERENCE_NAMES]
@@ -191,16 +178,24 @@ class EstimatorSource(Protocol):
 
 
 def make_estimator(separator, targets=None, niter: int = 1, softmask: bool = False, residual: bool = False,
-                   eps: Optional[float] = 1e-10, double: bool = False, device="cpu") -> Estimator:
+                   eps: Optional[float] = 1e-10, double: bool = False, device="cpu", precision: str = "fp32",
+                   batch_size: Optional[int] = None, workers: Optional[int] = None) -> Estimator:
     """An :class:`Estimator` for ``separator``.
 
     separator: an Estimator (returned as is), an :class:`EstimatorSource` (its
     ``estimator(targets=, residual=, eps=)``, e.g. an
-    :class:`~sepcluster.separate.oracle.IdealRatioMask`), or a separator bundle (a
+    :class:`~sepcluster.separate.oracle.IdealRatioMask`), a separator bundle (a
     :class:`ModelEstimator` with the Wiener filter options ``niter``, ``softmask``, ``eps``,
-    ``double`` on ``device``). ``targets``: list or comma-separated names (default: all);
-    ``residual`` adds ``"accompaniment"`` (the mixture minus the targets).
+    ``double`` on ``device``), a :class:`~sepcluster.models.demucs.DemucsModel` or a
+    :class:`~sepcluster.models.roformer.RoformerModel` (a waveform estimator on ``device`` with
+    autocast ``precision`` "fp32"/"bf16"/"fp16" on CUDA, ``batch_size`` chunks per model call,
+    ``workers`` chunks at once on the CPU; defaults in :mod:`sepcluster.separate.waveform_estimators`).
+    ``targets``: list or
+    comma-separated names (default: all); ``residual`` adds ``"accompaniment"`` (the mixture
+    minus the targets).
     """
+    from .waveform_estimators import waveform_estimator
+
     if isinstance(separator, Estimator):
         return separator
     if isinstance(separator, EstimatorSource):
@@ -208,4 +203,9 @@ def make_estimator(separator, targets=None, niter: int = 1, softmask: bool = Fal
     if hasattr(separator, "estimate_magnitudes") and hasattr(separator, "meta"):
         return ModelEstimator(separator, targets=targets, niter=niter, softmask=softmask, residual=residual,
                               eps=eps, double=double, device=device)
-    raise ConfigError("separator", f"expected a separator bundle or an oracle, got {type(separator).__name__}")
+    found = waveform_estimator(separator, targets=targets, residual=residual, device=device, precision=precision,
+                               batch_size=batch_size, workers=workers)
+    if found is not None:
+        return found
+    raise ConfigError("separator", f"expected a separator bundle or an oracle, got {type(separator).__name__} "
+                                   f"(or a loaded demucs model / bag or RoFormer)")

@@ -344,7 +344,9 @@ def _run_ray(todo: list, names: dict, summary: SeparateSummary, cfg: dict, *, ad
 
     with raycluster.session(address, num_cpus=num_cpus):
         res = _resources(device, num_actors, batch_chunks, gpus_per_actor)
-        cfg = dict(cfg, device=res["device"], threads=res["threads"], batch_chunks=res["batch_chunks"])
+        # batch_size: what the user asked for (a waveform model's own default otherwise)
+        cfg = dict(cfg, device=res["device"], threads=res["threads"], batch_chunks=res["batch_chunks"],
+                   batch_size=batch_chunks)
         seen, failure = _collect_rows(_dataset(todo, names, cfg, res), len(todo), summary)
     # tracks that produced no row: their worker died repeatedly, or the pipeline failed
     for t in todo:

@@ -99,6 +99,10 @@ def resolve(model: Optional[str], oracle: Optional[str] = None, model_type: Opti
                              bundle_id=est.bundle_id)
     from sepcluster.models.foreign import detect_model
 
+    if str(model).startswith("models:/"):  # a registered MLflow model: its separator files, fetched here
+        from sepcluster import tracking
+
+        model = tracking.resolve_model_uri(str(model))
     found = detect_model(model, model_type=model_type, config=model_config)
     loaded = _load(found.kind, found.path, found.config, targets, "cpu")
     return _describe(found.kind, found.path, found.config, loaded)

@@ -98,7 +98,8 @@ class SeparateWorker:
         self.spec = spec
         self.estimator = make_estimator(model, targets=cfg["targets"], niter=cfg["niter"], softmask=cfg["softmask"],
                                         residual=cfg["residual"], eps=cfg["eps"], double=cfg["double"],
-                                        device=self.device)
+                                        device=self.device, precision=cfg.get("precision") or "fp32",
+                                        batch_size=cfg.get("batch_size"))
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["key"])
@@ -150,7 +151,7 @@ class SeparateWorker:
                 status, error = catalog.ERROR, error_text(exc)
                 stats = None
         seconds = time.perf_counter() - t0 + float(row.get("prepare_seconds") or 0.0)
-        rows = make_rows(row, est.outputs, outputs, status, error, stats, est.bundle_id, seconds, cfg)
+        rows = make_rows(row, est.outputs, outputs, status, error, stats, self.spec.bundle_id, seconds, cfg)
         catalog.write_part(cfg["out"], row["key"], rows)
         catalog.end_attempts(cfg["out"], row["key"])
         for r in rows:

@@ -297,3 +297,39 @@ def test_musdb_layout_is_read_by_museval_eval_mus_dir(tmp_path, musdb_sample, se
     vocals = next(t for t in scores["targets"] if t["name"] == "vocals")
     sdr = [f["metrics"]["SDR"] for f in vocals["frames"] if f["metrics"]["SDR"] is not None]
     assert sdr and np.nanmedian(sdr) > 5.0  # the ideal ratio mask is a good estimate
+
+
+def test_demucs_and_roformer_files_separate_a_catalog_as_their_references(tmp_path, sepcluster_home):
+    """A demucs ``.th`` and an MSST RoFormer ``.ckpt`` + YAML run through the same Ray Data catalog
+    pipeline: the written stems equal ``apply_model`` / MSST's ``demix`` (float32 WAV), the rows
+    name the model kind and the weights' hash, a rerun resumes, and an input at another rate is
+    resampled to the model's rate and back."""
+    from tests.models.foreign_files import save_demucs
+    from tests.separate.waveform_cases import apply_model, demucs_reference, msst_demix, save_roformer, small_htdemucs
+
+    src = tmp_path / "in"
+    write(src / "a.wav", synth(9.0, 44100, seed=1), 44100, subtype="FLOAT")
+    write(src / "b 48k.wav", synth(2.0, 48000, seed=2), 48000, subtype="FLOAT")
+    th = save_demucs(small_htdemucs(), tmp_path / "htdemucs.th")
+    ckpt, config = save_roformer("bs_roformer", tmp_path, "bs", stems=1)
+    mixture = sf.read(str(src / "a.wav"), dtype="float32", always_2d=True)[0]
+    cases = {
+        "demucs": (dict(model=str(th)), {s: x for s, x in zip(demucs_reference(th).sources,
+                                                             apply_model(demucs_reference(th), mixture))}),
+        "bs_roformer": (dict(model=str(ckpt), model_config=str(config)),
+                        msst_demix("bs_roformer", ckpt, config, mixture)),
+    }
+    for kind, (how, reference) in cases.items():
+        out = tmp_path / f"out-{kind}"
+        s = separate(input=str(src), out=str(out), format="wav", bits=32, **how)
+        assert (s.tracks_done, s.tracks_failed) == (2, 0), kind
+        rows = _by_track(_rows(out))
+        assert set(rows["a"]) == set(reference), kind
+        for target, row in rows["a"].items():
+            assert row["model_kind"] == kind and len(row["weights_sha256"]) == 64 and not row["error"]
+            got = sf.read(row["output_uri"], dtype="float32", always_2d=True)[0]
+            assert got.shape == mixture.shape
+            assert np.abs(got - reference[target]).max() <= 1e-4, (kind, target)
+        other = sf.read(next(iter(rows["b 48k"].values()))["output_uri"], always_2d=True)
+        assert other[1] == 48000 and other[0].shape == (96000, 2)
+        assert separate(input=str(src), out=str(out), format="wav", bits=32, **how).tracks_skipped == 2
