@@ -52,6 +52,8 @@ SCHEMA = pa.schema([
     pa.field("model_kind", pa.string()),     # bundle | umx | demucs | bs_roformer | mel_band_roformer | oracle
     pa.field("weights_sha256", pa.string()),  # SHA-256 of the model's weights files (null for an oracle)
     pa.field("settings_id", pa.string()),    # hash of the settings that change the output (format, niter, ...)
+    pa.field("peak", pa.float64()),          # the stem's peak |sample| when above 1 (null otherwise)
+    pa.field("clipping", pa.string()),      # then what --clip did: clamped to +-1 | rescaled | kept (float format)
 ])
 COLUMNS = SCHEMA.names
 

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "(museval's estimates layout)")
     out.add_argument("--format", default="wav", choices=["wav", "flac", "ogg", "aiff"])
     out.add_argument("--bits", type=int, default=16, choices=[16, 24, 32], help="16, 24 or 32 (float, wav/aiff)")
+    out.add_argument("--clip", choices=["clamp", "rescale", "none"],
+                     help="stems above +-1: clamp, rescale (by 1 / (1.01 * peak), as demucs) or none (float "
+                          "formats); default clamp for 16/24 bits, none for float. Each is warned with its peak")
     out.add_argument("--overwrite", action="store_true", help="redo tracks already done in the catalog")
     ray = parser.add_argument_group("cluster")
     ray.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local Ray)")
@@ -93,6 +96,6 @@ def run_from_args(args: argparse.Namespace) -> int:
                        num_actors=args.num_actors, inline_seconds=args.inline_seconds, double=args.double,
                        limit=args.limit, run_name=args.run_name, model_type=args.model_type,
                        model_config=args.model_config, precision=args.precision,
-                       gpus_per_actor=args.gpus_per_actor, layout=args.layout)
+                       gpus_per_actor=args.gpus_per_actor, layout=args.layout, clip=args.clip)
     print(summary.format())
     return summary.exit_code

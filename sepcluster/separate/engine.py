@@ -37,6 +37,9 @@ to files) and :func:`separate_file` (a file, and for oracles its reference stems
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -270,27 +273,86 @@ def separate_track(separator, audio: np.ndarray, sample_rate: int, targets=None,
             for name, blocks in parts.items()}
 
 
+CLIP_MODES = ("clamp", "rescale", "none")
+
+
+def check_clip(clip: Optional[str], subtype: str) -> str:
+    """The clip mode to use: ``clip`` checked against the output ``subtype``; None -> ``clamp`` for
+    integer formats, ``none`` for float ones (which hold any level)."""
+    integer = not subtype.startswith(("FLOAT", "DOUBLE"))
+    if clip is None:
+        return "clamp" if integer else "none"
+    if clip not in CLIP_MODES:
+        raise ConfigError("clip", f"must be one of {', '.join(CLIP_MODES)}, got {clip!r}")
+    if clip == "none" and integer:
+        raise ConfigError("clip", f"'none' needs a float format ({subtype} cannot hold samples beyond +-1): "
+                                  "use --bits 32 with wav/aiff, or --clip clamp|rescale")
+    return clip
+
+
 class _StemFiles:
     """A sink writing each output block by block to a temporary file of ``stack`` that becomes
-    ``outputs[name]`` when the stack closes cleanly."""
+    ``outputs[name]`` when the stack closes cleanly, and noting each output's peak.
 
-    def __init__(self, stack: ExitStack, outputs: dict, fmt: str, subtype: str, rate: int):
+    ``clip``: ``clamp`` clamps samples to +-1, ``none`` writes them as they are (float formats),
+    ``rescale`` (demucs' ``--clip-mode rescale``) first writes float32 to a local temporary file,
+    then :meth:`finish` scales a stem whose peak is above 1 by ``1 / (1.01 * peak)`` into place."""
+
+    def __init__(self, stack: ExitStack, outputs: dict, fmt: str, subtype: str, rate: int, clip: str = "clamp"):
         self.stack, self.outputs, self.fmt, self.subtype, self.rate = stack, outputs, fmt, subtype, rate
-        self.clip = subtype.startswith("PCM")
+        self.clip = clip
         self.writers: dict = {}
+        self.staged: dict = {}  # name -> local float32 file (rescale)
+        self.peaks: dict = {}
 
-    def __call__(self, blocks: dict) -> None:
+    def _open_final(self, name: str, channels: int):
         import soundfile as sf
 
+        tmp = self.stack.enter_context(storage.atomic_output(self.outputs[name], suffix=f".{self.fmt}"))
+        return self.stack.enter_context(sf.SoundFile(tmp, "w", samplerate=self.rate, channels=channels,
+                                                     subtype=self.subtype,
+                                                     format="AIFF" if self.fmt == "aiff" else self.fmt.upper()))
+
+    def _open_staged(self, name: str, channels: int):
+        import soundfile as sf
+
+        fd, path = tempfile.mkstemp(prefix=".sepcluster-stage-", suffix=".rf64")
+        os.close(fd)
+        self.stack.callback(_remove_quietly, path)
+        self.staged[name] = path
+        return sf.SoundFile(path, "w", samplerate=self.rate, channels=channels, subtype="FLOAT", format="RF64")
+
+    def __call__(self, blocks: dict) -> None:
         for name, block in blocks.items():
             w = self.writers.get(name)
             if w is None:
-                tmp = self.stack.enter_context(storage.atomic_output(self.outputs[name], suffix=f".{self.fmt}"))
-                w = self.stack.enter_context(sf.SoundFile(tmp, "w", samplerate=self.rate, channels=block.shape[1],
-                                                          subtype=self.subtype,
-                                                          format="AIFF" if self.fmt == "aiff" else self.fmt.upper()))
-                self.writers[name] = w
-            w.write(np.clip(block, -1.0, 1.0) if self.clip else block)
+                open_ = self._open_staged if self.clip == "rescale" else self._open_final
+                w = self.writers[name] = open_(name, block.shape[1])
+            if block.size:
+                self.peaks[name] = max(self.peaks.get(name, 0.0), float(np.abs(block).max()))
+            w.write(np.clip(block, -1.0, 1.0) if self.clip == "clamp" else block)
+
+    def finish(self, block_frames: int = 1 << 17) -> None:
+        """``rescale``: the staged float32 stems, scaled where they peak above 1, into their outputs."""
+        import soundfile as sf
+
+        for name, path in self.staged.items():
+            self.writers[name].close()
+            gain = 1.0 / max(1.01 * self.peaks.get(name, 0.0), 1.0)
+            with sf.SoundFile(path) as staged:
+                out = self._open_final(name, staged.channels)
+                for block in staged.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+                    out.write(block * gain if gain != 1.0 else block)
+
+    def notes(self) -> dict:
+        """``{output: (peak, what was done)}`` of the outputs that peaked above 1."""
+        done = {"clamp": "clamped to +-1", "rescale": "rescaled", "none": "kept (float format)"}[self.clip]
+        return {name: (peak, done) for name, peak in self.peaks.items() if peak > 1.0}
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def write_stems(estimator: Estimator, source, outputs: dict, *, mix_channels: Optional[int] = None,
@@ -298,21 +360,25 @@ def write_stems(estimator: Estimator, source, outputs: dict, *, mix_channels: Op
                 chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
                 overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: Optional[int] = None,
                 downmix: bool = False, where: str = "audio", out_rate: Optional[int] = None,
-                out_frames: Optional[int] = None) -> TrackStats:
+                out_frames: Optional[int] = None, clip: Optional[str] = None) -> TrackStats:
     """Run the engine of the estimator's domain (:func:`make_engine`) on ``source`` and write each
     output stem block by block to a temporary file that becomes ``outputs[name]`` (a URI) only when
-    the whole track succeeded: on any error nothing is written."""
+    the whole track succeeded: on any error nothing is written. ``clip``: see :class:`_StemFiles`
+    and :func:`check_clip`; the stats' ``peaks`` name the outputs that went above 1 and what was done."""
     fmt = str(format).lower()
     subtype = output_subtype(fmt, bits)
+    clip = check_clip(clip, subtype)
     missing = [o for o in estimator.outputs if o not in outputs]
     if missing:
         raise ConfigError("outputs", f"no output URI for '{missing[0]}'")
     engine = make_engine(estimator, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
                          batch_chunks=batch_chunks, downmix=downmix)
     with ExitStack() as stack:
-        sink = _StemFiles(stack, outputs, fmt, subtype, int(out_rate or source.sample_rate))
+        sink = _StemFiles(stack, outputs, fmt, subtype, int(out_rate or source.sample_rate), clip=clip)
         stats = engine.run(source, sink, mix_channels=mix_channels, where=where, out_rate=out_rate,
                            out_frames=out_frames)
+        sink.finish()
+        stats.peaks = sink.notes()
         # leaving the ExitStack closes each writer, then moves its temporary file into place
     return stats
 
@@ -321,7 +387,7 @@ def separate_file(estimator: Estimator, source_uri: str, outputs: dict, *, strea
                   references: Optional[dict] = None, format: str = "wav", bits: int = 16, device="cpu",
                   chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
                   overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: Optional[int] = None,
-                  downmix: bool = False, block_frames: int = 1 << 17) -> TrackStats:
+                  downmix: bool = False, block_frames: int = 1 << 17, clip: Optional[str] = None) -> TrackStats:
     """Separate the file ``source_uri`` end to end in bounded memory.
 
     The input is decoded in blocks, the stems are written block by block to temporary files
@@ -346,4 +412,4 @@ def separate_file(estimator: Estimator, source_uri: str, outputs: dict, *, strea
         source = ZippedReader(reader, others) if others else reader
         return write_stems(estimator, source, outputs, mix_channels=reader.channels, format=format, bits=bits,
                            device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-                           batch_chunks=batch_chunks, downmix=downmix, where=where)
+                           batch_chunks=batch_chunks, downmix=downmix, where=where, clip=clip)

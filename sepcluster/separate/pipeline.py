@@ -47,7 +47,7 @@ from sepcluster.datasets import MUSDB_SOURCES
 from sepcluster.errors import ConfigError
 
 from . import catalog, separators
-from .engine import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, RESIDUAL_NAME, output_subtype
+from .engine import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, RESIDUAL_NAME, check_clip, output_subtype
 from .inputs import assign_names, list_inputs
 from .worker import error_text, make_rows, prepare, worker_class
 
@@ -69,6 +69,7 @@ class SeparateSummary:
     tracks_done: int = 0
     tracks_skipped: int = 0
     tracks_failed: int = 0
+    clipped: int = 0  # stems that peaked above +-1 (clamped, rescaled or kept: see --clip)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     outputs: list = field(default_factory=list)
@@ -97,6 +98,8 @@ class SeparateSummary:
                  f"({self.realtime_factor:.1f}x realtime); outputs: {', '.join(self.outputs)}",
                  f"  stems: {storage.redact(self.out)}/<track>/<target>.<ext>",
                  f"  catalog: {storage.redact(self.catalog_uri)}"]
+        if self.clipped:
+            lines.append(f"  {self.clipped} stem(s) peaked above +-1 (warned above; catalog columns peak, clipping)")
         for src, reason in self.errors[:20]:
             src, reason = storage.redact(src), storage.redact(reason)
             lines.append(f"  error: {reason}" if reason.startswith(src) else f"  error: {src}: {reason}")
@@ -146,7 +149,7 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
              inline_seconds: float = DEFAULT_INLINE_SECONDS, eps: Optional[float] = 1e-10, double: bool = False,
              limit: Optional[int] = None, run_name: Optional[str] = None, num_cpus: Optional[int] = None,
              model_type: Optional[str] = None, model_config: Optional[str] = None, precision: str = "fp32",
-             gpus_per_actor: float = 1.0, layout: str = "tracks") -> SeparateSummary:
+             gpus_per_actor: float = 1.0, layout: str = "tracks", clip: Optional[str] = None) -> SeparateSummary:
     """Separate every track of ``input`` into ``out`` with a model (``model``) or an oracle.
 
     Args:
@@ -173,6 +176,10 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
         chunk_seconds, overlap_seconds: spectrogram models' chunking (waveform models use their own
             segment and overlap); batch_chunks: chunks per model call.
         num_actors: separating actors (default: every GPU / ``gpus_per_actor``, else CPUs // 4).
+        clip: stems that peak above +-1: ``clamp`` them, ``rescale`` them by ``1 / (1.01 * peak)`` (as
+            demucs does) or write them as they are (``none``, float formats only); default ``clamp`` for
+            integer formats, ``none`` for float ones. Each such stem is warned about with its peak and
+            recorded in the catalog (``peak``, ``clipping``).
         inline_seconds: tracks up to this length are decoded by the CPU tasks; longer ones stream
             inside the actor. limit: only the first ``limit`` inputs.
 
@@ -188,13 +195,14 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
         chunk_seconds = None
     fmt = _check_arguments(inputs, out, format, bits, niter, chunk_seconds, overlap_seconds, precision,
                            gpus_per_actor, layout)
+    check_clip(clip, output_subtype(fmt, bits))
     t_start = time.perf_counter()
     spec, targets, outputs = _plan_outputs(model, oracle, targets, residual, model_type, model_config)
     cfg = dict(out=out, targets=targets, format=fmt, bits=int(bits), niter=int(niter), softmask=bool(softmask),
                residual=bool(residual), eps=eps, double=bool(double), downmix=bool(downmix),
                chunk_seconds=chunk_seconds, overlap_seconds=float(overlap_seconds), layout=layout,
                inline_seconds=float(inline_seconds), model_rate=spec.sample_rate, separator=spec.to_dict(),
-               oracle=oracle, precision=precision)
+               oracle=oracle, precision=precision, clip=clip)
     cfg["settings_id"] = settings_id(cfg)
     _check_writable(out)
     tracks = _plan_tracks(inputs, subsets, out, limit, oracle)
@@ -240,7 +248,10 @@ SETTINGS = ("format", "bits", "niter", "softmask", "eps", "double", "chunk_secon
 
 def settings_id(cfg: dict) -> str:
     """A short hash of every setting besides the model that changes what is written (the resume key)."""
-    text = json.dumps({k: cfg.get(k) for k in SETTINGS}, sort_keys=True, default=str)
+    settings = {k: cfg.get(k) for k in SETTINGS}
+    if cfg.get("clip") is not None:  # not given: the format's default (the ids of earlier runs stay valid)
+        settings["clip"] = cfg["clip"]
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -382,6 +393,12 @@ def _collect_rows(ds, total: int, summary: SeparateSummary) -> tuple[dict, str]:
     try:
         for r in ds.iter_rows():
             key = r["key"]
+            if r.get("clipping"):
+                summary.clipped += 1
+                log.warning("%s: stem '%s' peaks at %.2f: %s%s", storage.redact(r["source_uri"]), r["target"],
+                            float(r["peak"]), r["clipping"],
+                            " (--clip rescale scales the stem down instead)" if r["clipping"].startswith("clamp")
+                            else "")
             if key not in seen:
                 seen[key] = r
                 bar.update(1)

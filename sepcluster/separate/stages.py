@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -57,6 +57,7 @@ class TrackStats:
     downmixed: bool
     seconds: float
     held_samples: int = 0
+    peaks: dict = field(default_factory=dict)  # output -> (peak, what was done) of outputs above +-1
 
     @property
     def duration(self) -> float:

@@ -21,7 +21,7 @@ from sepcluster.errors import AudioError, SepclusterError
 
 from . import catalog
 
-DRIVER_COLUMNS = ("key", "track", "target", "status", "error", "source_uri", "duration")
+DRIVER_COLUMNS = ("key", "track", "target", "status", "error", "source_uri", "duration", "peak", "clipping")
 
 
 def _max_rss_mb() -> float:
@@ -135,7 +135,7 @@ class SeparateWorker:
                 _clean_stale_temps(folder)
                 common = dict(format=ext, bits=cfg["bits"], device=self.device, chunk_seconds=cfg["chunk_seconds"],
                               overlap_seconds=cfg["overlap_seconds"], batch_chunks=cfg["batch_chunks"],
-                              downmix=cfg["downmix"])
+                              downmix=cfg["downmix"], clip=cfg.get("clip"))
                 if row["mode"] == "inline":
                     audio_arr = row["audio"]
                     model_rate = cfg["model_rate"] or int(row["sample_rate"])
@@ -181,6 +181,7 @@ def make_rows(row: dict, names, outputs: dict, status: str, error: Optional[str]
     finished = catalog.now()
     rss = _max_rss_mb()
     separator = cfg.get("separator") or {}
+    peaks = (stats.peaks if stats is not None else None) or {}
     rows = []
     for name in names:
         rows.append({
@@ -194,6 +195,7 @@ def make_rows(row: dict, names, outputs: dict, status: str, error: Optional[str]
             "bundle_id": bundle_id, "format": cfg["format"], "bits": int(cfg["bits"]), "seconds": float(seconds),
             "finished_at": finished, "worker_max_rss_mb": rss, "model_kind": separator.get("kind"),
             "weights_sha256": separator.get("weights_sha256"), "settings_id": cfg.get("settings_id"),
+            "peak": peaks[name][0] if name in peaks else None, "clipping": peaks[name][1] if name in peaks else None,
         })
     return rows
 

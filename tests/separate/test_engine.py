@@ -141,3 +141,43 @@ def test_bad_file_writes_nothing(tmp_path, small_bundle):
     corrupt.write_bytes(b"fLaC" + os.urandom(2000))
     with pytest.raises(AudioError, match="corrupt.flac"):
         separate_file(est, str(corrupt), outs)
+
+
+def _loud_track(root, gain: float = 2.5):
+    """A mixture and its four stems (float WAV) whose stems peak at about ``gain``."""
+    stems = {name: synth(3.0, 44100, seed=i) for i, name in enumerate(("vocals", "drums", "bass", "other"))}
+    stems = {k: (v * gain / np.abs(v).max()).astype(np.float32) for k, v in stems.items()}
+    refs = {k: (write(root / f"{k}.wav", v, 44100, subtype="FLOAT"), 0) for k, v in stems.items()}
+    return write(root / "mixture.wav", sum(stems.values()), 44100, subtype="FLOAT"), refs
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_clip_modes_clamp_rescale_or_keep_loud_stems(tmp_path, bits):
+    """A stem above +-1 is clamped (default for integer formats), rescaled by 1 / (1.01 * peak) as
+    demucs does, or kept (float formats), and its peak is reported."""
+    from sepcluster.errors import ConfigError
+
+    mixture, refs = _loud_track(tmp_path)
+    est = IdealRatioMask.from_name("irm").estimator(targets=["vocals", "drums"])
+    written = {}
+    for clip in (None, "clamp", "rescale", "none"):
+        outputs = {o: str(tmp_path / f"{clip}-{bits}" / f"{o}.wav") for o in est.outputs}
+        if clip == "none" and bits == 16:
+            with pytest.raises(ConfigError, match="clip"):
+                separate_file(est, mixture, outputs, references=refs, bits=bits, clip=clip)
+            assert not (tmp_path / f"{clip}-{bits}").exists()
+            continue
+        stats = separate_file(est, mixture, outputs, references=refs, bits=bits, clip=clip)
+        written[clip] = {o: sf.read(u, dtype="float32")[0] for o, u in outputs.items()}
+        assert set(stats.peaks) == {"vocals", "drums"} and all(p > 1.2 for p, _ in stats.peaks.values())
+        default = "clamped to +-1" if bits == 16 else "kept (float format)"
+        what = {None: default, "clamp": "clamped to +-1", "rescale": "rescaled", "none": "kept (float format)"}[clip]
+        assert {w for _, w in stats.peaks.values()} == {what}
+    for o, audio in written["rescale"].items():
+        assert 0.98 < np.abs(audio).max() < 1.0
+        if bits == 32:  # float: the rescaled stem is the unclipped one times 1 / (1.01 * peak)
+            loud = written["none"][o]
+            np.testing.assert_allclose(audio, loud / (1.01 * np.abs(loud).max()), atol=1e-6)
+            assert np.abs(written[None][o]).max() > 1.2 and np.abs(written["clamp"][o]).max() == 1.0
+        else:
+            assert np.abs(written[None][o]).max() <= 1.0

@@ -333,3 +333,21 @@ def test_demucs_and_roformer_files_separate_a_catalog_as_their_references(tmp_pa
         other = sf.read(next(iter(rows["b 48k"].values()))["output_uri"], always_2d=True)
         assert other[1] == 48000 and other[0].shape == (96000, 2)
         assert separate(input=str(src), out=str(out), format="wav", bits=32, **how).tracks_skipped == 2
+
+
+def test_loud_stems_are_warned_and_recorded(tmp_path, sepcluster_home, caplog):
+    """A stem that peaks above +-1 is warned about with its track and peak, and the catalog records it."""
+    from .test_engine import _loud_track
+
+    _loud_track(tmp_path / "root" / "test" / "Loud Song")
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="sepcluster.separate.pipeline"):
+        s = separate(oracle="irm", input=str(tmp_path / "root"), subsets=["test"], out=str(out),
+                     targets=["vocals"], clip="rescale")
+    assert (s.tracks_done, s.clipped) == (1, 1)
+    assert any("Loud Song" in r.message and "stem 'vocals' peaks at" in r.message and "rescaled" in r.message
+               for r in caplog.records)
+    row = _by_track(_rows(out))["Loud Song"]["vocals"]
+    assert row["peak"] > 1.2 and row["clipping"] == "rescaled"
+    assert 0.98 < np.abs(sf.read(row["output_uri"])[0]).max() < 1.0
+    assert "peaked above +-1" in s.format()
