@@ -1,16 +1,26 @@
 """Benchmark of the train job (prints figures and ratios; no assertions).
 
-1. DDP scaling: training samples/s of ``sepcluster.train.train`` on a synthetic stem library
-   with 1 and with 2 Ray Train CPU workers (1 CPU each), same config (the demo's model).
-   Target: 2 workers >= 1.6x one worker.
-2. Input pipeline: mixtures/s of the on-the-fly Scaper generator (``OnTheFlySource``, one
-   process, the demo's 6 s stereo 44.1 kHz recipe; also with 3 excerpts per mixture) against
-   the samples/s a model consumes in one process at the same batch size (the demo model and
-   an Open-Unmix-size one); their ratio says how many loader workers (``loader_workers``) a
-   trainer needs so the input pipeline is not the bottleneck.
+1. ``families``: training samples/s of every model family at its demo size on the CPU (one process,
+   one thread, random waveforms: the model's own cost): umx / unet (``sepcluster/train/demo.yaml``),
+   htdemucs (``demo_htdemucs.yaml``), bs_roformer (``demo_bs_roformer.yaml``), mel_roformer (the same
+   with 32 mel bands).
+2. ``ddp``: for each family, training samples/s of ``sepcluster.train.train`` on a synthetic stem
+   library with 1 and with 2 Ray Train CPU workers (1 CPU each) on a local 2-CPU Ray, same config:
+   median over the epochs after the first (the slowest rank's training time). Target: 2 workers
+   >= 1.7x one worker.
+3. ``fanout``: the 4-target per-target fan-out on a local 2-node Ray cluster (head + 1 worker node,
+   1 CPU each, real ``ray start`` processes): wall time of the 4 targets one after another (4 train
+   calls of one target) against one call with the 4 targets, whose trainers run concurrently (2 at a
+   time, one per node). Target: sequential / concurrent >= 1.7x.
+4. ``pipeline`` (not run by default): mixtures/s of the on-the-fly Scaper generator against the
+   samples/s the demo model consumes (how many ``loader_workers`` a trainer needs).
 
-Usage: ``.venv/bin/python bench/train.py [--epochs 5] [--repeats 2] [--skip-ddp] [--skip-pipeline]``.
-Timings on a shared machine vary: compare ratios measured in one run.
+On a GPU (not on these machines): samples/s with bf16 against fp32 for HTDemucs and BS-RoFormer and
+the peak GPU memory are printed by ``--gpu``.
+
+Usage: ``.venv/bin/python bench/train.py [--sections families,ddp,fanout] [--epochs 3] [--families ...]``
+(about 15 minutes here with the defaults). Timings on a shared machine vary: compare ratios measured
+in one run.
 """
 
 from __future__ import annotations
@@ -28,55 +38,36 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SEPCLUSTER_NO_PROGRESS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
+FAMILIES = ("umx", "unet", "htdemucs", "bs_roformer", "mel_roformer")
+TARGETS = ["vocals", "drums", "bass", "other"]
 DEMO_RECIPE = {
     "duration": 6.0, "sample_rate": 44100, "channels": 2, "ref_db": -20,
-    "labels": ["vocals", "drums", "bass", "other"], "coherent_probability": 0.7, "fix_clipping": True,
-    "quick_pitch_time": True,
+    "labels": TARGETS, "coherent_probability": 0.7, "fix_clipping": True, "quick_pitch_time": True,
     "event": {"source_time": ["uniform", 0, 6], "event_time": ["const", 0], "event_duration": ["const", 6.0],
               "snr": ["uniform", -5, 5], "pitch_shift": ["uniform", -1, 1], "time_stretch": None},
 }
+# samples per epoch of the ddp section: about 10-20 s of one worker's training per epoch here
+EPOCH_SAMPLES = {"umx": 512, "unet": 256, "htdemucs": 48, "bs_roformer": 48, "mel_roformer": 48}
 
 
-def demo_config(**kw) -> dict:
+def demo_config(family: str = "umx", **kw) -> dict:
+    """The demo config of ``family`` (a mapping for :func:`sepcluster.train.train`)."""
     from sepcluster.config import load_yaml
 
-    cfg = load_yaml(str(ROOT / "sepcluster" / "train" / "demo.yaml"))
+    name = {"htdemucs": "demo_htdemucs.yaml", "bs_roformer": "demo_bs_roformer.yaml",
+            "mel_roformer": "demo_bs_roformer.yaml"}.get(family, "demo.yaml")
+    cfg = load_yaml(str(ROOT / "sepcluster" / "train" / name))
+    cfg["model"] = family
+    if family == "unet":
+        for key in ("hidden_size", "nb_layers"):
+            cfg.pop(key, None)
+    if family == "mel_roformer":
+        cfg["num_bands"] = 32
     cfg.update(kw)
     return cfg
 
 
-def bench_ddp(lib: str, work: str, epochs: int, repeats: int) -> dict:
-    """Samples/s with 1 and 2 workers: ``repeats`` jobs each, interleaved (1, 2, 1, 2, ...);
-    the median over the epochs after the first of every job of that size."""
-    from sepcluster import raycluster
-    from sepcluster.train import train
-
-    raycluster.init(num_cpus=2)
-    rates: dict = {1: [], 2: []}
-    walls: dict = {1: [], 2: []}
-    try:
-        for rep in range(repeats):
-            for workers in (1, 2):
-                cfg = demo_config(epochs=epochs, samples_per_epoch=512, patience=1000, lr_decay_patience=1000,
-                                  valid_fraction=0.1, cpus_per_worker=1)
-                started = time.perf_counter()
-                res = train(lib, "vocals", cfg, num_workers=workers, run_name=f"bench-{workers}w-{rep}",
-                            storage_path=os.path.join(work, "runs"), out=os.path.join(work, f"bundle{workers}-{rep}"))
-                walls[workers].append(time.perf_counter() - started)
-                hist = res.targets["vocals"].history
-                rates[workers] += [h["samples_per_s"] for h in hist[1:]] or [hist[0]["samples_per_s"]]
-    finally:
-        raycluster.shutdown()
-    out = {}
-    for workers in (1, 2):
-        out[workers] = {"samples_per_s": statistics.median(rates[workers]), "all": rates[workers], "wall_s": walls[workers]}
-        print(f"  {workers} worker(s): {out[workers]['samples_per_s']:.1f} samples/s (median of {len(rates[workers])} "
-              f"epochs, first epoch of each job left out; {', '.join(f'{r:.0f}' for r in rates[workers])}), job wall "
-              f"{', '.join(f'{w:.0f}' for w in walls[workers])} s", flush=True)
-    return out
-
-
-def _consumption(cfg, channels: int, batches: int) -> float:
+def consumption(cfg, channels: int, batches: int, sources=None) -> float:
     """Training samples/s of ``cfg``'s model in this process (random waveforms; speed only)."""
     import torch
 
@@ -85,9 +76,10 @@ def _consumption(cfg, channels: int, batches: int) -> float:
 
     seq = int(cfg.seq_dur * cfg.sample_rate)
     gen = torch.Generator().manual_seed(0)
+    shape = (cfg.batch_size, len(sources), channels, seq) if sources else (cfg.batch_size, channels, seq)
     data = [(torch.randn(cfg.batch_size, channels, seq, generator=gen) * 0.1,
-             torch.randn(cfg.batch_size, channels, seq, generator=gen) * 0.05) for _ in range(batches)]
-    model = make_model(cfg, channels, cfg.sample_rate)
+             torch.randn(*shape, generator=gen) * 0.05) for _ in range(batches)]
+    model = make_model(cfg, channels, cfg.sample_rate, sources, cfg.seq_dur if sources else None)
     optimizer, _ = make_optimizer(model, cfg)
     stft, istft = STFT(cfg.n_fft, cfg.n_hop), ISTFT(cfg.n_fft, cfg.n_hop)
     loss = get_loss(cfg.loss)
@@ -96,13 +88,51 @@ def _consumption(cfg, channels: int, batches: int) -> float:
     return stats["samples"] / stats["seconds"]
 
 
-def _independent_worker(batches: int, queue) -> None:
+def bench_families(families, batches: int) -> dict:
     import torch
 
     from sepcluster.train.config import TrainConfig
 
     torch.set_num_threads(1)
-    queue.put(_consumption(TrainConfig.from_dict(demo_config()), 2, batches))
+    out = {}
+    for family in families:
+        cfg = TrainConfig.from_dict(demo_config(family))
+        rate = consumption(cfg, 2, batches, TARGETS if cfg.multi_source else None)
+        out[family] = rate
+        per = "all 4 targets" if cfg.multi_source else "one target"
+        print(f"  {family:13s} {rate:7.2f} samples/s ({per}; batch {cfg.batch_size}, {cfg.seq_dur:g} s at "
+              f"{cfg.sample_rate} Hz, 1 thread)", flush=True)
+    return out
+
+
+def bench_ddp(lib: str, work: str, families, epochs: int, repeats: int) -> dict:
+    """Samples/s with 1 and 2 workers per family: ``repeats`` jobs each, interleaved (1, 2, 1, 2, ...)."""
+    from sepcluster import raycluster
+    from sepcluster.train import train
+
+    raycluster.init(num_cpus=2)
+    out = {}
+    try:
+        for family in families:
+            rates: dict = {1: [], 2: []}
+            for rep in range(repeats):
+                for workers in (1, 2):
+                    cfg = demo_config(family, epochs=epochs, samples_per_epoch=EPOCH_SAMPLES[family], patience=1000,
+                                      lr_decay_patience=1000, valid_fraction=0.1, valid_seq_dur=4.0,
+                                      cpus_per_worker=1, diagnostics_every=0)
+                    targets = TARGETS if family in ("htdemucs", "bs_roformer", "mel_roformer") else "vocals"
+                    res = train(lib, targets, cfg, num_workers=workers, run_name=f"bench-{family}-{workers}w-{rep}",
+                                storage_path=os.path.join(work, "runs"), out=os.path.join(work, f"{family}{workers}-{rep}"))
+                    hist = next(iter(res.targets.values())).history
+                    rates[workers] += [h["samples_per_s"] for h in hist[1:]] or [hist[0]["samples_per_s"]]
+            one, two = statistics.median(rates[1]), statistics.median(rates[2])
+            out[family] = {"1": one, "2": two, "ratio": two / one}
+            print(f"  {family:13s} 1 worker {one:7.2f}, 2 workers {two:7.2f} samples/s: {two / one:.2f}x "
+                  f"(target >= 1.7x; epochs {', '.join(f'{r:.1f}' for r in rates[1])} | "
+                  f"{', '.join(f'{r:.1f}' for r in rates[2])})", flush=True)
+    finally:
+        raycluster.shutdown()
+    return out
 
 
 def bench_independent(batches: int = 12) -> dict:
@@ -122,14 +152,59 @@ def bench_independent(batches: int = 12) -> dict:
     return out
 
 
+def _independent_worker(batches: int, queue) -> None:
+    import torch
+
+    from sepcluster.train.config import TrainConfig
+
+    torch.set_num_threads(1)
+    queue.put(consumption(TrainConfig.from_dict(demo_config()), 2, batches))
+
+
+def bench_fanout(lib: str, work: str, epochs: int) -> dict:
+    """Wall time of 4 umx targets one after another vs concurrently on a 2-node local cluster."""
+    from sepcluster import raycluster
+    from sepcluster.localcluster import RayLocalCluster
+    from sepcluster.train import train
+
+    cluster = RayLocalCluster(os.path.join(work, "ray-fanout"), workers=1, num_cpus=1)
+    cluster.env = {"RAY_worker_niceness": "0", "SEPCLUSTER_HOME": os.environ["SEPCLUSTER_HOME"],
+                   "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", "")}
+    os.environ.update(RayLocalCluster.client_env())
+    cluster.start()
+    cfg = demo_config("umx", epochs=epochs, samples_per_epoch=256, patience=1000, lr_decay_patience=1000,
+                      valid_fraction=0.1, valid_seq_dur=4.0, cpus_per_worker=1, diagnostics_every=0)
+    runs = os.path.join(work, "fanout-runs")
+    out = {}
+    try:
+        with raycluster.session(cluster.address):
+            t0 = time.perf_counter()
+            for target in TARGETS:
+                train(lib, target, cfg, run_name=f"seq-{target}", storage_path=runs, out=os.path.join(work, f"s-{target}"))
+            out["sequential_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = train(lib, TARGETS, cfg, run_name="concurrent", storage_path=runs, out=os.path.join(work, "c"))
+            out["concurrent_s"] = time.perf_counter() - t0
+            starts = sorted(r.attempts[0]["time"] for r in res.targets.values())
+            out["start_spread_s"] = starts[-1] - starts[0]
+    finally:
+        cluster.stop()
+    out["ratio"] = out["sequential_s"] / out["concurrent_s"]
+    print(f"  4 targets (umx demo size, 1 worker each, {epochs} epochs of 256 samples): sequential "
+          f"{out['sequential_s']:.0f} s, concurrent {out['concurrent_s']:.0f} s: {out['ratio']:.2f}x (target >= "
+          f"1.7x); the 4 trainers started within {out['start_spread_s']:.0f} s of each other (2 at a time)",
+          flush=True)
+    return out
+
+
 def bench_pipeline(lib: str, batch_size: int, batches: int) -> dict:
     """Generator mixtures/s (the OnTheFlySource's render + cut) against model samples/s."""
     import torch
 
+    from sepcluster.generate import parse_recipe
     from sepcluster.train.config import TrainConfig
     from sepcluster.train.data import DataSpec
     from sepcluster.train.sources import OnTheFlySource
-    from sepcluster.generate.recipe import parse_recipe
 
     torch.set_num_threads(1)
     recipe = parse_recipe(DEMO_RECIPE)
@@ -137,66 +212,90 @@ def bench_pipeline(lib: str, batch_size: int, batches: int) -> dict:
     spec = DataSpec(kind="onthefly", uri="bench", sample_rate=recipe.sample_rate, channels=recipe.channels,
                     labels=list(recipe.labels), recipe_hash=recipe.hash, recipe_json=recipe.to_json(),
                     recipe_yaml=recipe.to_yaml(), stems_dir=lib, num_samples=recipe.samples())
-    out = {}
-    for k in (1, 3):
-        c = TrainConfig.from_dict(dict(cfg.to_dict(), excerpts_per_mixture=k))
-        src = OnTheFlySource(spec, c, "vocals", 0, 1, c.sample_rate, recipe.channels)
-        src.batch(0, 0)  # index the library, warm the source cache
-        started = time.perf_counter()
-        for step in range(1, batches + 1):
-            src.batch(0, step)
-        seconds = time.perf_counter() - started
-        out[f"samples_per_s_k{k}"] = batches * batch_size / seconds
-        out[f"mixtures_per_s_k{k}"] = batches * -(-batch_size // k) / seconds
-    out["demo_model"] = _consumption(cfg, recipe.channels, batches)
-    umx = TrainConfig.from_dict({"batch_size": batch_size, "sample_rate": 44100, "seq_dur": 6.0})
-    out["umx_full"] = _consumption(umx, recipe.channels, 2)
-    return out
+    src = OnTheFlySource(spec, cfg, "vocals", 0, 1, cfg.sample_rate, recipe.channels)
+    src.batch(0, 0)  # index the library, warm the source cache
+    started = time.perf_counter()
+    for step in range(1, batches + 1):
+        src.batch(0, step)
+    generator = batches * batch_size / (time.perf_counter() - started)
+    model = consumption(cfg, recipe.channels, batches)
+    print(f"  generator {generator:.2f} samples/s, demo model {model:.2f} samples/s: loader_workers needed about "
+          f"{max(0, int(model / generator + 0.999))}", flush=True)
+    return {"generator": generator, "model": model}
+
+
+def bench_gpu(batches: int) -> None:
+    """bf16 vs fp32 samples/s and peak memory of HTDemucs and BS-RoFormer on the GPU (when there is one)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("  no GPU here: skipped")
+        return
+    from sepcluster.models import get_loss
+    from sepcluster.train.config import TrainConfig
+    from sepcluster.train.epoch import make_model, make_optimizer, make_precision, train_epoch
+
+    device = torch.device("cuda")
+    for family in ("htdemucs", "bs_roformer"):
+        for precision in ("fp32", "bf16"):
+            cfg = TrainConfig.from_dict(demo_config(family, precision=precision, batch_size=16))
+            seq = int(cfg.seq_dur * cfg.sample_rate)
+            data = [(torch.randn(16, 2, seq, device=device), torch.randn(16, 4, 2, seq, device=device))
+                    for _ in range(batches)]
+            model = make_model(cfg, 2, cfg.sample_rate, TARGETS, cfg.seq_dur).to(device)
+            optimizer, _ = make_optimizer(model, cfg)
+            torch.cuda.reset_peak_memory_stats()
+            prec = make_precision(cfg, device)
+            train_epoch(model, data[:1], None, None, get_loss(cfg.loss), optimizer, device, prec)
+            torch.cuda.synchronize()
+            stats = train_epoch(model, data, None, None, get_loss(cfg.loss), optimizer, device, prec)
+            torch.cuda.synchronize()
+            print(f"  {family} {precision}: {stats['samples'] / stats['seconds']:.1f} samples/s, peak memory "
+                  f"{torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per training job (512 samples each)")
-    parser.add_argument("--repeats", type=int, default=2, help="training jobs of each size, interleaved")
-    parser.add_argument("--batches", type=int, default=4, help="batches for the pipeline comparison")
-    parser.add_argument("--skip-ddp", action="store_true")
-    parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--sections", default="families,ddp,fanout",
+                        help="comma-separated: families, ddp, fanout, pipeline, gpu (default families,ddp,fanout)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="families of the families and ddp sections")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per training job")
+    parser.add_argument("--repeats", type=int, default=1, help="training jobs of each size, interleaved")
+    parser.add_argument("--batches", type=int, default=3, help="batches for the in-process measurements")
+    parser.add_argument("--ceiling", action="store_true", help="also measure 2 plain processes vs 1 (no Ray)")
     args = parser.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
     from sepcluster.stems.synth import synthesize_library
 
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sepcluster-bench-train-") as work:
         os.environ["SEPCLUSTER_HOME"] = os.path.join(work, "home")
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + os.path.join(work, "home", "mlflow.db")
         lib = os.path.join(work, "lib")
         synthesize_library(lib, songs=12, seconds=12.0, seed=5, sample_rate=44100)
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
-              f"(other processes share these cores)")
-        if not args.skip_ddp:
-            print("== DDP scaling (demo config: umx hidden 32, 22.05 kHz, n_fft 1024, batch 16, 512 samples per epoch, stem library)")
-            ddp = bench_ddp(lib, work, args.epochs, args.repeats)
-            ratio = ddp[2]["samples_per_s"] / ddp[1]["samples_per_s"]
-            print(f"  speed-up 2 workers / 1 worker: {ratio:.2f}x (target >= 1.6x)")
-            ind = bench_independent()
-            ceiling = ind[2] / ind[1]
-            print(f"  machine ceiling now: 2 independent processes (no DDP, no Ray) train {ind[2]:.1f} samples/s "
-                  f"vs {ind[1]:.1f} for one: {ceiling:.2f}x; DDP speed-up / ceiling = {ratio / ceiling:.2f}")
-            print(f"  load average after: {os.getloadavg()[0]:.1f}")
-        if not args.skip_pipeline:
-            cfg = demo_config()
-            b = int(cfg["batch_size"])
-            print(f"== on-the-fly input pipeline vs model, batch {b}, one process, one thread each")
-            p = bench_pipeline(lib, b, args.batches)
-            print(f"  generator: {p['mixtures_per_s_k1']:.2f} mixtures/s = {p['samples_per_s_k1']:.2f} samples/s "
-                  f"(Scaper, 6 s stereo 44.1 kHz, resampled to 22.05 kHz, one 2 s excerpt each)")
-            print(f"  generator, excerpts_per_mixture=3: {p['mixtures_per_s_k3']:.2f} mixtures/s = "
-                  f"{p['samples_per_s_k3']:.2f} samples/s")
-            for name, label in (("demo_model", "demo model (umx hidden 32, 22.05 kHz, n_fft 1024, 2 s)"),
-                                ("umx_full", "Open-Unmix size (umx hidden 512, 44.1 kHz, n_fft 4096, 6 s)")):
-                rate = p[name]
-                print(f"  {label} consumes {rate:.2f} samples/s: generator/model = "
-                      f"{p['samples_per_s_k1'] / rate:.2f} (k=1), {p['samples_per_s_k3'] / rate:.2f} (k=3); "
-                      f"loader_workers needed about {max(0, int(rate / p['samples_per_s_k1'] + 0.999))} (k=1), "
-                      f"{max(0, int(rate / p['samples_per_s_k3'] + 0.999))} (k=3)")
+              f"(other processes share these cores)", flush=True)
+        if "families" in sections:
+            print("== samples/s per family at the demo size (CPU, one process, one thread)")
+            bench_families(families, args.batches)
+        if "ddp" in sections:
+            print("== DDP: 2 workers / 1 worker per family (local Ray, 2 CPUs, stem library, demo configs)")
+            bench_ddp(lib, work, families, args.epochs, args.repeats)
+            if args.ceiling:
+                ind = bench_independent()
+                print(f"  machine ceiling now: 2 plain processes {ind[2]:.1f} vs 1 {ind[1]:.1f} samples/s: "
+                      f"{ind[2] / ind[1]:.2f}x")
+        if "fanout" in sections:
+            print("== per-target fan-out on a 2-node local cluster (1 CPU per node)")
+            bench_fanout(lib, work, args.epochs)
+        if "pipeline" in sections:
+            print("== on-the-fly input pipeline vs the demo model (one process, one thread each)")
+            bench_pipeline(lib, int(demo_config()["batch_size"]), args.batches)
+        if "gpu" in sections:
+            print("== GPU: bf16 vs fp32")
+            bench_gpu(args.batches)
+    print(f"load average after: {os.getloadavg()[0]:.1f}; {time.perf_counter() - started:.0f} s in all")
     return 0
 
 

@@ -7,7 +7,13 @@ SQLite store at ``$SEPCLUSTER_HOME/mlflow.db`` (default ``~/.sepcluster``) with 
 The driver logs into the active run (:func:`job_run`, :func:`child_run`, :func:`log_metrics`,
 ...); a process without an active run (a Ray Train worker) logs into a run by id with
 :class:`RunLogger`. MLflow's environment defaults (:data:`MLFLOW_DEFAULTS`) are applied when
-mlflow is first imported through this module, not when it is imported.
+mlflow is first imported through this module, not when it is imported. The active run is per
+thread (MLflow's own rule): a thread logs into a child run it opens with ``parent_run_id``.
+
+Models: :func:`log_separator_model` logs a separator's files as an MLflow pyfunc model (a
+waveform ``(samples, channels)`` in, ``{output: (samples, channels)}`` out, with that signature),
+optionally registered under a name; :func:`resolve_model_uri` turns ``models:/NAME/VERSION``
+back into the local path of those files.
 """
 
 from __future__ import annotations
@@ -205,12 +211,11 @@ def job_run(job: str, params: dict | None = None, run_name: str | None = None,
 
 @contextlib.contextmanager
 def child_run(name: str, params: dict | None = None, tags: dict | None = None,
-              resume_run_id: str | None = None) -> Iterator[Any]:
-    """A nested run under the active one (e.g. one per target in training); ``resume_run_id``
+              resume_run_id: str | None = None, parent_run_id: str | None = None) -> Iterator[Any]:
+    """A nested run under the active one (e.g. one per target in training), or under
+    ``parent_run_id`` (from a thread, which has no active run of its own); ``resume_run_id``
     reopens an earlier child instead."""
     mlflow = _mlflow()
-    parent = mlflow.active_run()
-    exp = parent.info.experiment_id if parent else None
     if resume_run_id:
         with mlflow.start_run(run_id=resume_run_id, nested=True) as run:
             if tags:
@@ -219,7 +224,12 @@ def child_run(name: str, params: dict | None = None, tags: dict | None = None,
                 _log_new_params(mlflow, mlflow.get_run(resume_run_id), params)
             yield run
         return
-    with mlflow.start_run(run_name=name, nested=True, experiment_id=exp, tags=tags) as run:
+    parent = mlflow.active_run()
+    if parent is None and parent_run_id:
+        where = {"experiment_id": mlflow.get_run(parent_run_id).info.experiment_id, "parent_run_id": parent_run_id}
+    else:
+        where = {"experiment_id": parent.info.experiment_id if parent else None, "nested": True}
+    with mlflow.start_run(run_name=name, tags=tags, **where) as run:
         if params:
             mlflow.log_params(safe_params(params))
         yield run
@@ -310,3 +320,134 @@ class RunLogger:
             self.client.log_dict(self.run_id, obj, name)
         except Exception as exc:  # noqa: BLE001
             log.warning("MLflow: could not log %s: %s", name, exc)
+
+    def artifacts(self, local_dir: str, artifact_path: str) -> None:
+        """Upload the files of ``local_dir`` under ``artifact_path``."""
+        if self.client is None:
+            return
+        try:
+            self.client.log_artifacts(self.run_id, local_dir, artifact_path)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow: could not log %s: %s", artifact_path, exc)
+
+
+# ----------------------------------------------------------------------------- separator models
+
+# The pyfunc model, logged as code (MLflow's "models from code": nothing is unpickled to load it).
+# ``loader`` ("module:function", a path -> a callable (samples, channels) -> {output: (samples, channels)})
+# comes from the model config; the separator's files are the model's artifacts.
+_PYFUNC_CODE = '''"""sepcluster separator as an MLflow pyfunc (written by sepcluster.tracking.log_separator_model)."""
+import importlib
+
+import mlflow
+import numpy as np
+
+
+class SeparatorModel(mlflow.pyfunc.PythonModel):
+    """A waveform (samples, channels) float32 in; {output: (samples, channels) float32} out."""
+
+    _skip_type_hint_validation = True  # the signature (tensor specs) describes the data
+
+    def load_context(self, context):
+        module, _, name = context.model_config["loader"].partition(":")
+        loader = getattr(importlib.import_module(module), name)
+        self.separator = loader(context.artifacts["separator"])
+
+    def predict(self, context, model_input, params=None):
+        return self.separator(np.asarray(model_input, dtype=np.float32))
+
+mlflow.models.set_model(SeparatorModel())
+'''
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow's artifact progress bars off inside the block (unless the user set the variable)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+def log_separator_model(separator: str, *, loader: str, outputs: list, channels: int, sample_rate: int,
+                        kind: str, extra_files: Optional[list] = None, register: Optional[str] = None,
+                        requirements: Optional[list] = None, name: str = "separator") -> dict:
+    """Log the separator whose files are at ``separator`` (a file, e.g. a demucs ``.th``, or a bundle
+    folder; ``extra_files`` beside it, e.g. an MSST YAML) as an MLflow pyfunc model of the active run.
+
+    The model takes a float32 waveform ``(samples, channels)`` at ``sample_rate`` and returns
+    ``{output: (samples, channels)}`` (its signature says so); ``loader`` (``"module:function"``)
+    builds the callable from the logged files when the model is loaded. ``register``: also register
+    it under that name (a new version). Returns ``{"model_uri", "model_id", "version" (or None)}``.
+    """
+    import tempfile
+    import warnings
+
+    mlflow = _mlflow()
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    import numpy as np
+
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), (-1, int(channels)))]),
+                               outputs=Schema([TensorSpec(np.dtype("float32"), (-1, int(channels)), name=str(o))
+                                               for o in outputs]))
+    artifacts = {"separator": separator, **{f"file{i}": f for i, f in enumerate(extra_files or [])}}
+    config = {"loader": loader, "outputs": list(outputs), "sample_rate": int(sample_rate), "channels": int(channels),
+              "kind": kind}
+    with tempfile.TemporaryDirectory(prefix="sepcluster-pyfunc-") as tmp, warnings.catch_warnings(), \
+            _no_progress_bars():
+        warnings.simplefilter("ignore")  # MLflow's advice about type hints and input examples
+        code = os.path.join(tmp, "separator_model.py")
+        with open(code, "w") as f:
+            f.write(_PYFUNC_CODE)
+        info = mlflow.pyfunc.log_model(name=name, python_model=code, artifacts=artifacts, signature=signature,
+                                       model_config=config, metadata={"sepcluster": config},
+                                       pip_requirements=list(requirements or ["sepcluster", "torch", "numpy"]),
+                                       registered_model_name=register)
+    return {"model_uri": info.model_uri, "model_id": getattr(info, "model_id", None),
+            "version": getattr(info, "registered_model_version", None)}
+
+
+def resolve_model_uri(uri: str, dst: Optional[str] = None) -> str:
+    """The local path of the separator files logged by :func:`log_separator_model` under an MLflow
+    model URI (``models:/NAME/VERSION``, ``models:/NAME@alias``, ``models:/<model id>``): the model
+    is downloaded into ``dst`` (default ``$SEPCLUSTER_HOME/mlflow-models/<name>/<version>``, reused
+    when already complete) and the path of its ``separator`` artifact (a model file, beside any
+    extra file such as an MSST YAML, or a bundle folder) is returned, for ``sepcluster separate --model``.
+
+    Raises ConfigError naming the URI when it is not a ``models:/`` URI, names no model MLflow
+    knows, or holds no sepcluster separator.
+    """
+    import yaml
+
+    from .errors import ConfigError
+
+    text = str(uri)
+    if not text.startswith("models:/") or len(text) <= len("models:/"):
+        raise ConfigError("model", f"{text!r} is not an MLflow model URI (models:/NAME/VERSION)")
+    mlflow = _mlflow()
+    if dst is None:
+        key = text[len("models:/"):].strip("/").replace("@", "/alias-")
+        dst = os.path.join(home(), "mlflow-models", *[p for p in key.split("/") if p not in ("", ".", "..")])
+    marker = os.path.join(dst, ".complete")
+    if not os.path.exists(marker) or "@" in text or text.rstrip("/").endswith("/latest"):
+        try:
+            with _no_progress_bars():
+                mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=dst)
+        except Exception as exc:  # noqa: BLE001 - MLflow raises its own exception types
+            raise ConfigError("model", f"{text}: no such MLflow model ({storage.redact(str(exc)).splitlines()[0]})") \
+                from None
+        open(marker, "w").close()
+    try:
+        with open(os.path.join(dst, "MLmodel")) as f:
+            mlmodel = yaml.safe_load(f)
+        path = mlmodel["flavors"]["python_function"]["artifacts"]["separator"]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise ConfigError("model", f"{text}: not a sepcluster separator model (no 'separator' artifact)") from None
+    return os.path.join(dst, path)

@@ -87,9 +87,9 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     """
     if isinstance(references, (str, os.PathLike)):
         references = storage.absolute(str(references))
-    estimates, out = (storage.absolute(u) for u in (estimates, out))
-    if separate_with and not str(separate_with).startswith("models:/"):
-        separate_with = storage.absolute(separate_with)
+    from ..separate import model_uri
+
+    estimates, out, separate_with = storage.absolute(estimates), storage.absolute(out), model_uri(separate_with)
     asked = _check_options(engine, window, hop, method, metrics)
     t_start = time.perf_counter()
     separator = _separator(separate_with, estimates, targets)

@@ -1,9 +1,18 @@
-"""Training losses.
+"""Training losses and the validation figures (SI-SDR, global SDR) as small torch functions.
 
 - ``mse`` (default, as Open-Unmix) and ``l1``: on magnitude spectrograms
   ``(batch, channels, bins, frames)``, mean over all elements.
 - ``si_sdr``: time-domain loss, the negative scale-invariant SDR of waveforms
-  ``(batch, channels, samples)``, averaged over the batch.
+  ``(batch, channels, samples)``, averaged over the batch (and the sources of
+  ``(batch, sources, channels, samples)``).
+- ``wave_l1`` / ``wave_l2``: mean absolute / squared error of waveforms (demucs trains with L1).
+- ``mrstft``: L1 of the waveforms plus the multi-resolution STFT loss of Music-Source-Separation-
+  Training's RoFormers (:func:`multi_resolution_stft`).
+
+The time-domain losses take any leading dimensions: ``(batch, channels, samples)`` or
+``(batch, sources, channels, samples)``. :func:`si_sdr` and :func:`global_sdr` (the "uSDR" of
+the SDX challenge, as :func:`sepcluster.evaluate.metrics.global_sdr` computes it) give one value
+per item for the validation curves.
 
 :func:`get_loss` returns a :class:`Loss` whose ``domain`` ("magnitude" or "time") tells the
 trainer what to feed it; all losses are called as ``loss(estimate, reference) -> scalar``.
@@ -65,8 +74,72 @@ def si_sdr(estimate: Tensor, reference: Tensor, zero_mean: bool = True, eps: flo
 
 
 def neg_si_sdr(estimate: Tensor, reference: Tensor) -> Tensor:
-    """Negative mean SI-SDR (dB) of waveforms ``(batch, channels, samples)`` -> scalar loss."""
+    """Negative mean SI-SDR (dB) of waveforms ``(batch, channels, samples)`` (or
+    ``(batch, sources, channels, samples)``: every source an item) -> scalar loss."""
+    if estimate.dim() > 3:
+        _same_shape(estimate, reference, "si_sdr")
+        estimate, reference = estimate.flatten(0, -3), reference.flatten(0, -3)
     return -si_sdr(estimate, reference).mean()
+
+
+def global_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-7) -> Tensor:
+    """Global SDR (uSDR) in dB, one value per item: ``10 log10((||s||^2 + eps) / (||s - s_hat||^2 + eps))``
+    over all channels and samples of an item (demucs' convention, eps 1e-7).
+
+    ``estimate``, ``reference``: ``(batch, channels, samples)`` -> ``(batch,)``, or
+    ``(batch, sources, channels, samples)`` -> ``(batch, sources)``.
+    """
+    _same_shape(estimate, reference, "global_sdr")
+    if estimate.dim() < 2:
+        raise AudioError(f"global_sdr: expected (batch, [sources,] channels, samples), got {tuple(estimate.shape)}")
+    est, ref = estimate.double(), reference.double()
+    num = ref.pow(2).flatten(-2).sum(-1)
+    den = (ref - est).pow(2).flatten(-2).sum(-1)
+    return (10.0 * torch.log10((num + eps) / (den + eps))).to(estimate.dtype)
+
+
+def wave_l1(estimate: Tensor, reference: Tensor) -> Tensor:
+    """Mean absolute error of waveforms (any shape, e.g. ``(batch, sources, channels, samples)``) -> scalar."""
+    _same_shape(estimate, reference, "wave_l1 loss")
+    return torch.mean(torch.abs(estimate - reference))
+
+
+def wave_l2(estimate: Tensor, reference: Tensor) -> Tensor:
+    """Mean squared error of waveforms (any shape) -> scalar."""
+    _same_shape(estimate, reference, "wave_l2 loss")
+    return torch.mean((estimate - reference) ** 2)
+
+
+MRSTFT_WINDOWS = (4096, 2048, 1024, 512, 256)  # MSST's multi_stft_resolutions_window_sizes
+MRSTFT_HOP = 147  # MSST's multi_stft_hop_size
+
+
+def multi_resolution_stft(estimate: Tensor, reference: Tensor, windows=MRSTFT_WINDOWS, hop: int = MRSTFT_HOP,
+                          n_fft: int = 2048) -> Tensor:
+    """MSST's multi-resolution STFT loss (its RoFormers' ``multi_stft_resolution_loss``): the sum over
+    window sizes of the mean modulus of the complex STFTs' difference (Hann window of that size, FFT
+    size ``max(window, n_fft)`` with ``n_fft`` the model's ``stft_n_fft``, hop 147, not normalised).
+
+    Waveforms of any leading shape ``(..., samples)``; a window whose FFT's reflect padding does not
+    fit the signal (``fft // 2 >= samples``) is left out. Returns a scalar.
+    """
+    _same_shape(estimate, reference, "multi-resolution STFT loss")
+    samples = estimate.shape[-1]
+    est, ref = estimate.reshape(-1, samples), reference.reshape(-1, samples)
+    total = estimate.new_zeros(())
+    for window in windows:
+        fft = max(int(window), int(n_fft))
+        if fft // 2 >= samples:
+            continue
+        kwargs = dict(n_fft=fft, hop_length=int(hop), win_length=int(window), normalized=False,
+                      window=torch.hann_window(int(window), device=estimate.device, dtype=est.dtype), return_complex=True)
+        total = total + (torch.stft(est, **kwargs) - torch.stft(ref, **kwargs)).abs().mean()
+    return total
+
+
+def mrstft(estimate: Tensor, reference: Tensor) -> Tensor:
+    """``wave_l1`` plus :func:`multi_resolution_stft` (MSST's RoFormer training loss, weight 1)."""
+    return wave_l1(estimate, reference) + multi_resolution_stft(estimate, reference)
 
 
 @dataclass(frozen=True)
@@ -85,12 +158,17 @@ LOSSES = {
     "mse": Loss("mse", "magnitude", mse),
     "l1": Loss("l1", "magnitude", l1),
     "si_sdr": Loss("si_sdr", "time", neg_si_sdr),
+    "wave_l1": Loss("wave_l1", "time", wave_l1),
+    "wave_l2": Loss("wave_l2", "time", wave_l2),
+    "mrstft": Loss("mrstft", "time", mrstft),
 }
-_ALIASES = {"sisdr": "si_sdr", "si-sdr": "si_sdr", "neg_si_sdr": "si_sdr", "mae": "l1", "l2": "mse"}
+_ALIASES = {"sisdr": "si_sdr", "si-sdr": "si_sdr", "neg_si_sdr": "si_sdr", "mae": "l1", "l2": "mse",
+            "wave_mse": "wave_l2", "wave_mae": "wave_l1"}
 
 
 def get_loss(name: str = "mse") -> Loss:
-    """The loss called ``name``: ``mse`` (default), ``l1`` or ``si_sdr`` (time domain)."""
+    """The loss called ``name``: ``mse`` (default), ``l1`` (magnitudes), or a time-domain loss
+    (``si_sdr``, ``wave_l1``, ``wave_l2``, ``mrstft``)."""
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in LOSSES:

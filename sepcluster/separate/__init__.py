@@ -20,7 +20,7 @@ _LAZY = {
     "separate_track": ".engine", "separate_file": ".engine", "make_estimator": ".estimators",
     "wiener": ".wiener", "IdealRatioMask": ".oracle", "list_inputs": ".inputs", "safe_name": ".inputs",
     "SeparatorSpec": ".separators", "resolve_separator": (".separators", "resolve"),
-    "load_separator": (".separators", "load"),
+    "load_separator": (".separators", "load"), "model_uri": (".separators", "absolute"),
 }
 
 __all__ = sorted(_LAZY)

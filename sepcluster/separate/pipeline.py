@@ -176,10 +176,7 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
         chunk_seconds, overlap_seconds: spectrogram models' chunking (waveform models use their own
             segment and overlap); batch_chunks: chunks per model call.
         num_actors: separating actors (default: every GPU / ``gpus_per_actor``, else CPUs // 4).
-        clip: stems that peak above +-1: ``clamp`` them, ``rescale`` them by ``1 / (1.01 * peak)`` (as
-            demucs does) or write them as they are (``none``, float formats only); default ``clamp`` for
-            integer formats, ``none`` for float ones. Each such stem is warned about with its peak and
-            recorded in the catalog (``peak``, ``clipping``).
+        clip: stems above +-1: :func:`~sepcluster.separate.engine.check_clip` (clamp, rescale, none).
         inline_seconds: tracks up to this length are decoded by the CPU tasks; longer ones stream
             inside the actor. limit: only the first ``limit`` inputs.
 
@@ -187,15 +184,14 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
     ConfigError/DataError/StorageError for bad arguments, an unreadable ``input``/``model`` or an
     ``out`` that cannot be written, before any track is touched.
     """
-    inputs = [storage.absolute(u) for u in ([input] if isinstance(input, str) else list(input or []))]
-    model, out = storage.absolute(model), storage.absolute(out)
     from sepcluster import tracking
 
+    inputs = [storage.absolute(u) for u in ([input] if isinstance(input, str) else list(input or []))]
+    model, out = separators.absolute(model), storage.absolute(out)
     if chunk_seconds is not None and float(chunk_seconds) <= 0:
         chunk_seconds = None
     fmt = _check_arguments(inputs, out, format, bits, niter, chunk_seconds, overlap_seconds, precision,
-                           gpus_per_actor, layout)
-    check_clip(clip, output_subtype(fmt, bits))
+                           gpus_per_actor, layout, clip)
     t_start = time.perf_counter()
     spec, targets, outputs = _plan_outputs(model, oracle, targets, residual, model_type, model_config)
     cfg = dict(out=out, targets=targets, format=fmt, bits=int(bits), niter=int(niter), softmask=bool(softmask),
@@ -265,7 +261,7 @@ def _params(model, oracle, inputs, out, subsets, outputs, cfg: dict, overwrite: 
 
 
 def _check_arguments(inputs: list, out, format: str, bits: int, niter: int, chunk_seconds, overlap_seconds,
-                     precision: str, gpus_per_actor: float, layout: str) -> str:
+                     precision: str, gpus_per_actor: float, layout: str, clip: Optional[str] = None) -> str:
     """ConfigError naming the option for a bad argument; returns the output format in lower case."""
     if not inputs:
         raise ConfigError("input", "is required (files, folders, s3:// prefixes or manifests to separate)")
@@ -274,7 +270,7 @@ def _check_arguments(inputs: list, out, format: str, bits: int, niter: int, chun
     fmt = str(format).lower()
     if fmt not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, got {format!r}")
-    output_subtype(fmt, bits)
+    check_clip(clip, output_subtype(fmt, bits))
     if int(niter) < 0:
         raise ConfigError("niter", f"must be >= 0, got {niter}")
     if overlap_seconds is None or float(overlap_seconds) < 0:

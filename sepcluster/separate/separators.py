@@ -85,6 +85,11 @@ def weights_sha256(files: list) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def absolute(model: Optional[str]) -> Optional[str]:
+    """``model`` with a local path made absolute (``s3://`` and ``models:/`` URIs unchanged)."""
+    return model if model is None or str(model).startswith("models:/") else storage.absolute(model)
+
+
 def resolve(model: Optional[str], oracle: Optional[str] = None, model_type: Optional[str] = None,
             model_config: Optional[str] = None, targets: Optional[list] = None) -> SeparatorSpec:
     """Check and describe what separates (loading a model once on the CPU); ConfigError/DataError

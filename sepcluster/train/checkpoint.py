@@ -7,9 +7,12 @@ A checkpoint is a folder (local or ``s3://``; Ray Train names them
   ``sepcluster-train-checkpoint/1``): the model, best model, optimizer, scheduler and scaler
   states, the early-stopping counters, the input statistics, the per-epoch history, the
   attempts (one per start of the worker group), the config and the data description;
+  With an EMA of the weights (``ema_decay``), ``state.pt`` also holds ``ema_state`` (the
+  average and its step count), after the keys of format 1, which stay as they were;
 * ``meta.json``: the small fields (:data:`META_KEYS`) plus ``state_bytes`` and
   ``state_sha256`` of ``state.pt``, so a reader can tell a complete checkpoint from a copy
-  cut off by a kill (:func:`verified_checkpoint_meta`).
+  cut off by a kill or damaged later (:func:`verified_checkpoint_meta`; :meth:`TrainState.newest`
+  skips such a checkpoint with a warning naming it and the problem, and takes the one before).
 
 Plain functions on files: no Ray, usable in a notebook on a downloaded run folder.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -27,6 +31,8 @@ from typing import Any, Mapping, Optional
 
 from .. import storage
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_META = "meta.json"
@@ -50,8 +56,10 @@ class TrainState:
     ``bad_epochs``: early stopping. ``optimizer``, ``scheduler``, ``scaler``: their state
     dicts (scaler None without fp16). ``input_mean`` / ``input_scale``: the dataset mean and
     scale ``(max_bin,)`` the model normalises with (None for models without them).
-    ``history``: one metrics dict per epoch. ``attempts``: one dict per start of the workers.
-    ``config``: :meth:`TrainConfig.to_dict`. ``data``: :meth:`DataSpec.describe`.
+    ``history``: one metrics dict per epoch. ``attempts``: one dict per start of the workers
+    (``ended``: ``[epoch, unix time]`` of each epoch it finished). ``config``:
+    :meth:`TrainConfig.to_dict`. ``data``: :meth:`DataSpec.describe`. ``ema_state``:
+    :meth:`sepcluster.train.ema.EMA.state_dict` (None without an EMA; then not written).
     """
 
     target: str
@@ -78,16 +86,21 @@ class TrainState:
     attempts: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
+    ema_state: Optional[dict] = None
 
     # ------------------------------------------------------------------ dict form (state.pt)
     def to_dict(self) -> dict:
-        """The dict saved as ``state.pt`` (keys in the order of format 1; values not copied)."""
-        return {name: getattr(self, name) for name in _STATE_KEYS}
+        """The dict saved as ``state.pt`` (keys in the order of format 1, then ``ema_state`` when there
+        is one; values not copied)."""
+        out = {name: getattr(self, name) for name in _STATE_KEYS}
+        if self.ema_state is not None:
+            out["ema_state"] = self.ema_state
+        return out
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> "TrainState":
-        """A TrainState from a ``state.pt`` dict (``history``, ``attempts``, ``scaler`` may be absent)."""
-        known = {k: state[k] for k in _STATE_KEYS if k in state}
+        """A TrainState from a ``state.pt`` dict (``history``, ``attempts``, ``scaler``, ``ema_state`` may be absent)."""
+        known = {k: state[k] for k in (*_STATE_KEYS, "ema_state") if k in state}
         return cls(**known)
 
     def meta(self) -> dict:
@@ -126,7 +139,7 @@ class TrainState:
         """The newest complete ``checkpoint_epoch*`` folder of a Ray run folder: ``{"uri", "meta"}`` or None.
 
         Candidates are tried newest epoch first; one counts when :func:`verified_checkpoint_meta`
-        accepts it (a copy cut off by a kill is skipped).
+        accepts it (a copy cut off by a kill, or damaged, is skipped with a warning naming it).
         """
         if not storage.isdir(run_uri):
             return None
@@ -139,6 +152,8 @@ class TrainState:
             meta = verified_checkpoint_meta(folder)
             if meta is not None:
                 return {"uri": folder, "meta": meta}
+            log.warning("skipping checkpoint %s: %s; resuming from an earlier one", storage.redact(folder),
+                        checkpoint_problem(folder))
         return None
 
 
@@ -160,6 +175,24 @@ def verified_checkpoint_meta(uri: str) -> Optional[dict]:
     if meta.get("state_sha256") != hashlib.sha256(data).hexdigest():
         return None
     return meta
+
+
+def checkpoint_problem(uri: str) -> str:
+    """Why the checkpoint folder ``uri`` is not complete, in words ("" when it is)."""
+    try:
+        meta = json.loads(storage.read_text(storage.join(uri, CHECKPOINT_META)))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return f"{CHECKPOINT_META} is missing or unreadable"
+    try:
+        data = storage.read_bytes(storage.join(uri, CHECKPOINT_FILE))
+    except OSError:
+        return f"{CHECKPOINT_FILE} is missing or unreadable"
+    if not isinstance(meta, dict) or meta.get("state_bytes") != len(data):
+        size = meta.get("state_bytes") if isinstance(meta, dict) else None
+        return f"{CHECKPOINT_FILE} is {len(data)} bytes, {CHECKPOINT_META} says {size} (cut off or corrupt)"
+    if meta.get("state_sha256") != hashlib.sha256(data).hexdigest():
+        return f"the SHA-256 of {CHECKPOINT_FILE} differs from {CHECKPOINT_META}'s (corrupt)"
+    return ""
 
 
 def is_done(meta: Mapping[str, Any], epochs: int) -> bool:
@@ -191,7 +224,7 @@ def check_compatible(meta: Mapping[str, Any], architecture: dict, signal: dict, 
                                    f"this run has {value!r}; use another --run-name")
 
 
-__all__ = ["TrainState", "verified_checkpoint_meta", "is_done", "check_compatible", "CHECKPOINT_FILE",
+__all__ = ["TrainState", "verified_checkpoint_meta", "checkpoint_problem", "is_done", "check_compatible", "CHECKPOINT_FILE",
            "CHECKPOINT_META", "CHECKPOINT_FORMAT", "META_KEYS", "latest_epoch_meta"]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 _RUN_OPTIONS = ("data", "targets", "num_workers", "gpus", "out", "run_name", "storage_path", "address", "heldout",
-                "heldout_songs")
+                "heldout_songs", "register")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generated dataset folder (Parquet), stem library, or recipe YAML for on-the-fly "
                              "mixing (with --stems); local or s3://")
     parser.add_argument("--targets", nargs="+", action=ListOption, default=["vocals", "drums", "bass", "other"],
-                        help="targets, one model each, comma-separated (default: vocals,drums,bass,other)")
-    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train DDP workers (default 1)")
+                        help="targets, comma-separated (default: vocals,drums,bass,other): one model each for umx/unet "
+                             "(trained concurrently), the sources of one model for htdemucs/bs_roformer/mel_roformer")
+    parser.add_argument("--num-workers", type=int, default=1,
+                        help="Ray Train DDP workers of each trainer, i.e. per target for umx/unet (default 1)")
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker (NCCL, mixed precision)")
     parser.add_argument("--out", metavar="BUNDLE", help="separator bundle folder to write "
-                                                        "(default <storage-path>/<run-name>/bundle)")
+                                                        "(default <storage-path>/<run-name>/bundle); htdemucs: a .th "
+                                                        "file or a folder, RoFormers: a .ckpt file (YAML beside it) "
+                                                        "or a folder")
     parser.add_argument("--run-name", help="checkpoint run name; rerun with the same name to resume "
                                            "(default: derived from data, targets and config)")
     parser.add_argument("--storage-path", metavar="URI",
@@ -41,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stem library of songs never trained on: log the bundle's SI-SDR improvement on it")
     parser.add_argument("--heldout-songs", nargs="+", action=ListOption,
                         help="song names of --heldout, comma-separated (default all)")
+    parser.add_argument("--register", metavar="NAME",
+                        help="register the trained separator (an MLflow pyfunc model) under NAME; separate it with "
+                             "--model models:/NAME/VERSION")
     group = parser.add_argument_group("training config (also keys of --config)")
     for name, help_text in config_options().items():
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=name.upper(), help=help_text)
@@ -58,7 +65,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         num_workers = int(num_workers)
     result = train(args.data, args.targets, config, num_workers=num_workers, use_gpu=bool(args.gpus),
                    out=args.out, run_name=args.run_name, storage_path=args.storage_path, address=args.address,
-                   heldout=args.heldout, heldout_songs=args.heldout_songs)
+                   heldout=args.heldout, heldout_songs=args.heldout_songs, register=getattr(args, "register", None))
     print(result.format())
     return 0
 

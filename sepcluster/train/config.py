@@ -12,7 +12,11 @@ the general fields. :class:`TrainConfig` keeps the model's options apart, in
 field nor an option of the chosen family is refused, with one exception kept for the
 recorded configs: :meth:`TrainConfig.to_dict` (checkpoints, bundles, MLflow params, default run
 names) has always carried the options of both ``umx`` and ``unet`` whatever the model, so
-those keys are accepted at their defaults.
+for those two models those keys are accepted at their defaults. A multi-source family's
+arguments that the run sets (its sources, channels, rate: ``derived`` in the registry) are
+refused with a message saying so. The fields added later (:data:`LATER_FIELDS`: augmentation,
+EMA, diagnostics) are recorded only when they differ from their defaults, so the recorded form
+of a run that does not use them is what it was.
 
 Defaults follow Open-Unmix's training recipe (Adam 1e-3, weight decay 1e-5, plateau decay
 0.3 after 80 epochs, early stopping after 140, 6 s excerpts, batches of 16, n_fft 4096, hop
@@ -35,16 +39,23 @@ SOURCES = ("auto", "parquet", "onthefly", "stems")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The families whose options every recorded config dict carries (see the module docstring).
 RECORDED_FAMILIES = ("umx", "unet")
+# Fields added after the recorded form was fixed: :meth:`TrainConfig.to_dict` records them only when
+# they differ from their defaults, so the recorded configs (and the default run names hashed from them)
+# of runs that do not use them stay as they were.
+LATER_FIELDS = ("augment", "polarity_flip", "ema_decay", "diagnostics_every", "diagnostics_seconds")
 
 
 @dataclass
 class TrainConfig:
     """Hyper-parameters and data handling of one training run (one model per target).
 
-    Model: ``model`` (a family of :mod:`sepcluster.models.registry`: umx | unet) and
+    Model: ``model`` (a family of :mod:`sepcluster.models.registry`: umx | unet, one model per
+    target; htdemucs | bs_roformer | mel_roformer, one model for all targets) and
     ``model_options``, that family's own options (umx: ``hidden_size``, ``nb_layers``,
-    ``unidirectional``; unet: ``base_channels``, ``depth``), every option present (defaults
-    filled in from the registry).
+    ``unidirectional``; unet: ``base_channels``, ``depth``; htdemucs: ``channels``, ``depth``,
+    ``nfft``, ``t_layers``, ...; the RoFormers: ``dim``, ``depth``, ``heads``, ``stft_n_fft``, ...),
+    every option present (defaults filled in from the registry). ``n_fft``, ``n_hop`` and
+    ``bandwidth`` are the per-target families' STFT; the multi-source families have their own.
     Signal: ``sample_rate`` (None = the data's), ``nb_channels`` (None = the data's),
     ``n_fft``, ``n_hop``, ``bandwidth`` (Hz fed to the network; None = all bins).
     Data: ``source`` (auto | parquet | onthefly | stems), ``stems`` (stem library for an
@@ -54,16 +65,24 @@ class TrainConfig:
     ``valid_fraction`` / ``valid_songs`` (held-out full tracks or mixtures), ``valid_size``
     (on-the-fly validation mixtures), ``excerpts_per_mixture`` (on-the-fly: random excerpts
     cut from each rendered mixture, to spread Scaper's cost), ``valid_seq_dur`` (crop validation items; None = full),
-    ``gain_min``/``gain_max``/``channel_swap``/``random_track_mix`` (stem-library
-    augmentation), ``loader_workers`` (DataLoader processes per rank), ``cache_dataset``
+    ``gain_min``/``gain_max``/``channel_swap``/``random_track_mix``/``polarity_flip`` (stem
+    augmentation: a random gain per stem, a channel swap, a polarity flip, each stem from another
+    song), ``augment`` (apply it to a generated dataset or on-the-fly mixtures too, whose mixture is
+    then the sum of the augmented stems; None = only for a stem library, as always),
+    ``loader_workers`` (DataLoader processes per rank), ``cache_dataset``
     (Parquet: keep the training columns in Ray's object store across epochs; None = when
     they fit in a quarter of it), ``seed``,
     ``stats_batches`` (batches for the input mean/scale; 0 = none).
     Optimisation: ``epochs``, ``lr``, ``weight_decay``, ``lr_decay_patience``,
     ``lr_decay_gamma``, ``patience`` (early stopping, epochs without a better validation
     loss), ``clip_grad_norm`` (None = off), ``loss`` (a name of
-    :data:`sepcluster.models.losses.LOSSES`: mse | l1 | si_sdr), ``precision``
-    (auto = bf16 on CUDA if supported else fp16, fp32 on CPU).
+    :data:`sepcluster.models.losses.LOSSES`: mse | l1 (magnitudes) | si_sdr | wave_l1 | wave_l2 |
+    mrstft (waveforms); ``auto``: the family's, mse for umx/unet, wave_l1 for htdemucs, mrstft for
+    the RoFormers), ``precision`` (auto = bf16 on CUDA if supported else fp16, fp32 on CPU),
+    ``ema_decay`` (exponential moving average of the weights, updated every step; 0 = off; the
+    averaged weights are validated, kept as the best and exported).
+    Diagnostics: every ``diagnostics_every`` epochs (0 = never) and at the last, rank 0 logs a
+    spectrogram PNG and FLAC excerpts (``diagnostics_seconds`` long) of a validation item.
     Fault tolerance: ``max_failures`` (worker-group restarts from the last checkpoint),
     ``num_to_keep`` (checkpoints kept), ``cpus_per_worker``.
     """
@@ -105,12 +124,18 @@ class TrainConfig:
     lr_decay_gamma: float = 0.3
     patience: int = 140
     clip_grad_norm: Optional[float] = 5.0
-    loss: str = "mse"
+    loss: str = "auto"
     precision: str = "auto"
     # fault tolerance / resources
     max_failures: int = 2
     num_to_keep: int = 2
     cpus_per_worker: float = 1.0
+    # later fields (LATER_FIELDS): augmentation of every source, EMA, diagnostics
+    augment: Optional[bool] = None
+    polarity_flip: bool = False
+    ema_decay: float = 0.0
+    diagnostics_every: int = 5
+    diagnostics_seconds: float = 4.0
 
     def __post_init__(self) -> None:
         # every option of the family present, in its order (an unknown family is left to validate())
@@ -119,6 +144,8 @@ class TrainConfig:
             options = dict(self.model_options)
             self.model_options = {k: options.pop(k, default) for k, default in family.options.items()}
             self.model_options.update(options)  # not options of this family: validate() refuses them
+            if self.loss == "auto":
+                self.loss = family.loss
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -152,7 +179,10 @@ class TrainConfig:
             elif key in family.options:
                 if value is not None:
                     options[key] = _coerce(value, family.option_kind(key), f"{prefix}{key}")
-            elif not _recorded_default(key, value):
+            elif key in family.derived:
+                raise ConfigError(f"{prefix}{key}", f"is set by the training run for model '{family.name}' (from the "
+                                                    f"targets, the data's channels and sample rate, seq_dur)")
+            elif family.name not in RECORDED_FAMILIES or not _recorded_default(key, value):
                 allowed = sorted([*general, *family.options])
                 raise ConfigError(f"{prefix}{key}", f"unknown training option for model '{family.name}' "
                                                     f"(allowed: {', '.join(allowed)})")
@@ -208,12 +238,18 @@ class TrainConfig:
         need(0 < self.lr_decay_gamma < 1, "lr_decay_gamma", "must be in (0, 1)")
         need(1 <= self.patience <= 1000000, "patience", "must be >= 1")
         need(self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm", "must be > 0 (or null = off)")
-        need(self.loss in LOSSES, "loss", f"must be one of {', '.join(LOSSES)}")
+        need(self.loss in LOSSES, "loss", f"must be one of auto, {', '.join(LOSSES)}")
+        if family.multi_source:
+            need(LOSSES[self.loss].domain == "time", "loss", f"must be a waveform loss for model '{self.model}', which "
+                                                             f"estimates waveforms (si_sdr, wave_l1, wave_l2, mrstft)")
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
         need(-1 <= self.max_failures <= 1000, "max_failures", "must be in -1..1000 (-1 = unlimited)")
         need(1 <= self.num_to_keep <= 1000, "num_to_keep", "must be in 1..1000")
         need(0 < self.cpus_per_worker <= 1024, "cpus_per_worker", "must be in (0, 1024]")
-        if self.sample_rate is not None and self.bandwidth is not None:
+        need(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1) (0 = no EMA)")
+        need(0 <= self.diagnostics_every <= 1000000, "diagnostics_every", "must be >= 0 (0 = never)")
+        need(0 < self.diagnostics_seconds <= 600, "diagnostics_seconds", "must be in (0, 600]")
+        if self.sample_rate is not None and self.bandwidth is not None and not family.multi_source:
             need(self.bandwidth <= self.sample_rate / 2, "bandwidth",
                  f"must be <= the Nyquist frequency ({self.sample_rate / 2:g} Hz)")
 
@@ -226,6 +262,8 @@ class TrainConfig:
         """
         out: dict[str, Any] = {"model": self.model, **self._recorded_options()}
         for f in config_fields()[1:]:
+            if f.name in LATER_FIELDS and getattr(self, f.name) == f.default:
+                continue
             out[f.name] = copy.deepcopy(getattr(self, f.name))
         return out
 
@@ -241,10 +279,24 @@ class TrainConfig:
             out.update({k: values[k] for k in family.options})
         return out
 
-    def model_kwargs(self, nb_channels: int, sample_rate: float) -> dict:
-        """Keyword arguments for :func:`sepcluster.models.registry.build_model` (besides the name)."""
+    def model_kwargs(self, nb_channels: int, sample_rate: float, sources: Optional[list] = None,
+                     segment: Optional[float] = None) -> dict:
+        """Keyword arguments for :func:`sepcluster.models.registry.build_model` (besides the name).
+
+        Multi-source families: ``sources`` (the targets, in order) and ``segment`` (seconds of a
+        training excerpt) instead of the STFT settings.
+        """
+        if self.multi_source:
+            return {"sources": list(sources or []), "nb_channels": int(nb_channels), "sample_rate": float(sample_rate),
+                    "segment": segment, **self.model_options}
         return {"n_fft": self.n_fft, "sample_rate": float(sample_rate), "bandwidth": self.bandwidth,
                 "nb_channels": int(nb_channels), **self.model_options}
+
+    @property
+    def multi_source(self) -> bool:
+        """Whether the model estimates all targets at once (one model, waveforms in and out)."""
+        family = _family(self.model)
+        return bool(family is not None and family.multi_source)
 
     def architecture(self) -> dict:
         """The fields that fix the network's shape (a checkpoint must match them to resume)."""
@@ -342,6 +394,8 @@ def load_train_config(config: "TrainConfig | dict | str | None" = None, **overri
                 **{f.name: getattr(config, f.name) for f in config_fields()[1:]}}
         if overrides.get("model") not in (None, config.model):
             data.pop("model_options")  # another family: its own defaults
+            if data["loss"] == _family(config.model).loss:
+                data["loss"] = "auto"
     elif isinstance(config, dict):
         data = dict(config)
     elif isinstance(config, str):
@@ -360,6 +414,18 @@ def config_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(TrainConfig) if f.name != "model_options"]
 
 
+_HELP = {
+    "loss": "mse | l1 (magnitudes), si_sdr | wave_l1 | wave_l2 | mrstft (waveforms); default auto: the model's "
+            "(mse for umx/unet, wave_l1 for htdemucs, mrstft for the RoFormers)",
+    "augment": "augment the stems of a generated dataset / on-the-fly mixtures too (gain, channel swap, polarity, "
+               "remix; the mixture is their sum); default: only a stem library's",
+    "polarity_flip": "flip each stem's polarity with probability 1/2 (augmentation); default False",
+    "ema_decay": "EMA of the weights, updated every step (e.g. 0.999); validated, kept and exported; 0 = off (default)",
+    "diagnostics_every": "log a spectrogram PNG and FLAC excerpts of a validation item every N epochs and at the "
+                         "last (0 = never); default 5",
+}
+
+
 def config_options() -> dict[str, str]:
     """Every key a training config may hold -> its help text: the general fields, then every
     registered family's options (the CLI adds one flag per key)."""
@@ -369,6 +435,8 @@ def config_options() -> dict[str, str]:
     for f in config_fields():
         if f.name == "model":
             out["model"] = f"one of {', '.join(model_names())}; default {f.default!r}"
+        elif f.name in _HELP:
+            out[f.name] = _HELP[f.name]
         else:
             out[f.name] = f"default {f.default!r}" if f.default is not None else "default: from the data"
     per_option: dict[str, list[str]] = {}
@@ -381,4 +449,4 @@ def config_options() -> dict[str, str]:
 
 
 __all__ = ["TrainConfig", "load_train_config", "config_fields", "config_options", "SOURCES", "PRECISIONS",
-           "RECORDED_FAMILIES"]
+           "RECORDED_FAMILIES", "LATER_FIELDS"]

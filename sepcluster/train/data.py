@@ -161,8 +161,26 @@ TRAIN_COLUMNS = ("seed", "num_samples", "channels", "sample_rate", "mixture")
 BLOCK_BYTES = 128 << 20
 
 
-def parquet_row_groups(spec: DataSpec, target: str, block_bytes: int = BLOCK_BYTES) -> tuple[list[dict], int]:
-    """Read tasks for the training rows and their total size.
+def _stem_columns(target) -> list[str]:
+    """``stem_<label>`` columns of one target name or a list of stem labels."""
+    labels = [target] if isinstance(target, str) else list(target)
+    return [f"stem_{lab}" for lab in labels]
+
+
+def needed_stems(spec: DataSpec, config: TrainConfig, target: Optional[str], outputs: Optional[list]) -> list[str]:
+    """The stem labels a worker reads: every label of the data when a generated dataset or on-the-fly
+    mixtures are augmented (the mixture is rebuilt from its stems), else the outputs of a multi-source
+    model or the one target."""
+    from .augment import wants_augment
+
+    if wants_augment(config, spec.kind) and spec.kind != "stems":
+        return list(spec.labels)
+    return list(outputs) if outputs else [target]
+
+
+def parquet_row_groups(spec: DataSpec, target, block_bytes: int = BLOCK_BYTES) -> tuple[list[dict], int]:
+    """Read tasks for the training rows and their total size (``target``: a target name, or the list
+    of stem labels whose columns are read).
 
     Returns ``([{"shard": uri, "row_groups": [i, ...]}], bytes)``. Row groups whose seeds are
     all validation seeds are skipped (only the Parquet footers are read); one task covers
@@ -172,7 +190,7 @@ def parquet_row_groups(spec: DataSpec, target: str, block_bytes: int = BLOCK_BYT
     import pyarrow.parquet as pq
 
     cut = min(spec.valid_seeds) if spec.valid_seeds else None
-    wanted = set(TRAIN_COLUMNS) | {f"stem_{target}"}
+    wanted = set(TRAIN_COLUMNS) | set(_stem_columns(target))
     items: list[dict] = []
     total = 0
     for uri in spec.shards:
@@ -227,8 +245,9 @@ class _ReadRowGroups:
         return pa.concat_tables(tables)
 
 
-def parquet_datasets(spec: DataSpec, target: str, cache: Optional[bool] = None) -> dict:
-    """Ray Data datasets for a parquet spec: ``{"train": ds}`` (training rows, needed columns only).
+def parquet_datasets(spec: DataSpec, target, cache: Optional[bool] = None) -> dict:
+    """Ray Data datasets for a parquet spec: ``{"train": ds}`` (training rows, needed columns only:
+    ``target`` is a target name or the list of stem labels to read, see :func:`needed_stems`).
 
     The dataset is built from the row groups' addresses and read by a ``map_batches`` that
     reserves no CPU: reading only moves bytes (decoding and cutting happen on the train
@@ -239,7 +258,7 @@ def parquet_datasets(spec: DataSpec, target: str, cache: Optional[bool] = None) 
     import ray
     import ray.data
 
-    columns = list(TRAIN_COLUMNS) + [f"stem_{target}"]
+    columns = list(TRAIN_COLUMNS) + _stem_columns(target)
     items, total = parquet_row_groups(spec, target)
     if not items:
         raise DataError(f"{storage.redact(spec.uri)}: no training rows (every mixture is in the validation split)")
@@ -347,6 +366,6 @@ def _resolve_stems(uri: str, config: TrainConfig) -> DataSpec:
 
 
 __all__ = [
-    "DataSpec", "resolve_data", "detect_kind", "parquet_datasets", "parquet_row_groups", "split_songs",
+    "DataSpec", "resolve_data", "detect_kind", "parquet_datasets", "parquet_row_groups", "split_songs", "needed_stems",
     "mixtures_per_batch", "onthefly_seeds", "onthefly_valid_seeds", "DEFAULT_ONTHEFLY_SAMPLES",
 ]

@@ -6,7 +6,9 @@ they run the same in a test, a notebook or a Ray Train worker
 the caller all-reduces them.
 
 Shapes: waveform batches ``(batch, channels, samples)``; spectrograms
-``(batch, channels, bins, frames)``.
+``(batch, channels, bins, frames)``. A multi-source model's targets are
+``(batch, sources, channels, samples)``: a 4-D target tells the steps to run the model on the
+waveform and compare waveforms (:mod:`sepcluster.train.multisource`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from torch import Tensor, nn
 from .config import TrainConfig
 
 
-def make_model(config: TrainConfig, nb_channels: int, sample_rate: float) -> nn.Module:
-    """The mask estimator named by ``config.model`` (magnitudes ``(b, c, bins, frames)`` in and out)."""
+def make_model(config: TrainConfig, nb_channels: int, sample_rate: float, sources: Optional[list] = None,
+               segment: Optional[float] = None) -> nn.Module:
+    """The model named by ``config.model``: a mask estimator (magnitudes ``(b, c, bins, frames)`` in and
+    out), or for a multi-source family one model of ``sources`` trained on ``segment`` seconds
+    (``(b, c, samples) -> (b, sources, c, samples)``)."""
     from ..models.registry import build_model
 
-    return build_model(config.model, **config.model_kwargs(nb_channels, sample_rate))
+    return build_model(config.model, **config.model_kwargs(nb_channels, sample_rate, sources, segment))
 
 
 def model_hparams(model: nn.Module) -> dict:
@@ -78,7 +83,10 @@ def _estimate(model: nn.Module, mix_wave: Tensor, stft, istft, need_wave: bool):
 
 
 def loss_value(loss, model: nn.Module, mix: Tensor, tgt: Tensor, stft, istft) -> Tensor:
-    """The training loss of one batch (magnitude losses on STFT magnitudes, si_sdr on waveforms)."""
+    """The training loss of one batch (magnitude losses on STFT magnitudes, time-domain losses on
+    waveforms; a multi-source target ``(batch, sources, channels, samples)``: on the model's waveforms)."""
+    if tgt.dim() == 4:
+        return loss(model(mix).float(), tgt)
     time_domain = loss.domain == "time"
     est_mag, _, est_wave = _estimate(model, mix, stft, istft, need_wave=time_domain)
     if time_domain:
@@ -87,8 +95,10 @@ def loss_value(loss, model: nn.Module, mix: Tensor, tgt: Tensor, stft, istft) ->
 
 
 def train_epoch(model: nn.Module, batches: Iterable, stft, istft, loss, optimizer, device: torch.device,
-                precision: Optional[Precision] = None, clip_grad_norm: Optional[float] = None) -> dict:
-    """One pass over ``batches`` of ``(mixture, target)`` waveforms ``(batch, channels, samples)``.
+                precision: Optional[Precision] = None, clip_grad_norm: Optional[float] = None, ema=None) -> dict:
+    """One pass over ``batches`` of ``(mixture, target)`` waveforms ``(batch, channels, samples)``
+    (targets ``(batch, sources, channels, samples)`` for a multi-source model). ``ema``: an
+    :class:`~sepcluster.train.ema.EMA` updated after every optimizer step.
 
     Returns ``{"loss_sum", "batches", "samples", "seconds"}`` (sums over this process).
     """
@@ -114,6 +124,8 @@ def train_epoch(model: nn.Module, batches: Iterable, stft, istft, loss, optimize
             if clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
+        if ema is not None:
+            ema.update()
         loss_sum += float(value.detach())
         nb += 1
         samples += int(mix.shape[0])
@@ -121,16 +133,24 @@ def train_epoch(model: nn.Module, batches: Iterable, stft, istft, loss, optimize
 
 
 @torch.no_grad()
-def validate(model: nn.Module, items: Iterable, stft, istft, loss, device: torch.device) -> dict:
-    """Loss and SI-SDR on full validation items ``(1, channels, samples)`` (mixture, target).
+def validate(model: nn.Module, items: Iterable, stft, istft, loss, device: torch.device,
+             chunk: Optional[int] = None) -> dict:
+    """Loss, SI-SDR and global SDR on full validation items ``(1, channels, samples)`` (mixture, target).
 
     The estimate's waveform uses the mixture phase. Returns sums over the items:
-    ``{"loss_sum", "items", "sisdr_sum", "mix_sisdr_sum"}`` (the mixture-as-estimate baseline).
+    ``{"loss_sum", "items", "sisdr_sum", "mix_sisdr_sum", "sdr_sum", "mix_sdr_sum"}`` (``mix_``: the
+    mixture-as-estimate baseline). Multi-source items (targets ``(1, sources, channels, samples)``)
+    are validated by :func:`sepcluster.train.multisource.validate_sources` in ``chunk``-sample chunks.
     """
-    from ..models.losses import si_sdr
+    from ..models.losses import global_sdr, si_sdr
 
+    items = list(items)
+    if items and items[0][1].dim() == 4:
+        from .multisource import validate_sources
+
+        return validate_sources(model, items, loss, device, chunk)
     model.eval()
-    out = {"loss_sum": 0.0, "items": 0, "sisdr_sum": 0.0, "mix_sisdr_sum": 0.0}
+    out = {"loss_sum": 0.0, "items": 0, "sisdr_sum": 0.0, "mix_sisdr_sum": 0.0, "sdr_sum": 0.0, "mix_sdr_sum": 0.0}
     for mix, tgt in items:
         mix = mix.to(device)
         tgt = tgt.to(device)
@@ -143,7 +163,22 @@ def validate(model: nn.Module, items: Iterable, stft, istft, loss, device: torch
         out["items"] += 1
         out["sisdr_sum"] += float(si_sdr(est_wave, tgt).mean())
         out["mix_sisdr_sum"] += float(si_sdr(mix, tgt).mean())
+        out["sdr_sum"] += float(global_sdr(est_wave, tgt).mean())
+        out["mix_sdr_sum"] += float(global_sdr(mix, tgt).mean())
     return out
+
+
+@torch.no_grad()
+def estimate_waveforms(model: nn.Module, mix: Tensor, stft, istft, chunk: Optional[int] = None) -> Tensor:
+    """The model's waveform estimate of ``mix (1, channels, samples)``: ``(1, channels, samples)`` for a
+    mask estimator (mixture phase), ``(1, sources, channels, samples)`` for a multi-source model
+    (run in ``chunk``-sample chunks)."""
+    model.eval()
+    if getattr(model, "sources", None):  # multi-source families name their outputs
+        from ..models.multisource import chunked_forward
+
+        return chunked_forward(model, mix, chunk or mix.shape[-1]).float()
+    return _estimate(model, mix, stft, istft, need_wave=True)[2]
 
 
 @torch.no_grad()
@@ -220,4 +255,5 @@ def cpu_state(model: nn.Module) -> dict:
 
 
 __all__ = ["make_model", "model_hparams", "Precision", "make_precision", "loss_value", "train_epoch", "validate",
+           "estimate_waveforms",
            "input_statistics", "finish_statistics", "EarlyStopping", "make_optimizer", "input_stat", "cpu_state"]

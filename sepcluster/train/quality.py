@@ -1,8 +1,10 @@
-"""Held-out quality of a trained bundle: SI-SDR of its estimates against the mixture baseline.
+"""Held-out quality of a trained separator: SI-SDR of its estimates against the mixture baseline.
 
 For each held-out song of a stem library the mixture is the plain sum of its stems; each
 target's estimate is the model's magnitude with the mixture phase (no Wiener filter), over
-the whole song. The figure of merit is the mean over songs of
+the whole song, for a bundle; a multi-source model file (HTDemucs ``.th``, RoFormer ``.ckpt``)
+separates the whole song in chunks (:func:`sepcluster.models.inference.load_separator`). The
+figure of merit is the mean over songs of
 ``SI-SDR(estimate, reference) - SI-SDR(mixture, reference)`` (dB).
 """
 
@@ -31,6 +33,8 @@ def evaluate_heldout(bundle: str, stems_dir: str, songs: Optional[Iterable[str]]
     from ..datasets.library import index_stems
     from .stem_reader import AudioReader, fit_length
 
+    if not storage.isdir(bundle) and not str(bundle).lower().endswith(".pth"):
+        return _evaluate_separator(bundle, stems_dir, songs, targets, max_seconds)
     b = load_bundle(bundle, targets=list(targets) if targets is not None else None)
     library = index_stems(stems_dir)
     all_songs = sorted({s for files in library.values() for s in files})
@@ -66,6 +70,48 @@ def evaluate_heldout(bundle: str, stems_dir: str, songs: Optional[Iterable[str]]
                 est = istft(model(mag) * phase, length=length)
                 per[t][song] = {"sisdr": float(si_sdr(est, ref_t)[0]), "mix_sisdr": float(si_sdr(mix_t, ref_t)[0])}
     out: dict = {"bundle": storage.redact(bundle), "stems": storage.redact(stems_dir), "songs": chosen, "targets": {}}
+    for t, rows in per.items():
+        s = float(np.mean([r["sisdr"] for r in rows.values()]))
+        m = float(np.mean([r["mix_sisdr"] for r in rows.values()]))
+        out["targets"][t] = {"sisdr": s, "mix_sisdr": m, "improvement": s - m, "per_song": rows}
+    return out
+
+
+def _evaluate_separator(path: str, stems_dir: str, songs, targets, max_seconds) -> dict:
+    """:func:`evaluate_heldout` for a multi-source model file (every output a target)."""
+    import torch
+
+    from ..datasets.library import index_stems
+    from ..models.inference import load_separator
+    from ..models.losses import si_sdr
+    from .stem_reader import AudioReader, fit_length
+
+    sep = load_separator(path)
+    library = index_stems(stems_dir)
+    chosen = list(songs) if songs is not None else sorted({s for files in library.values() for s in files})
+    wanted = list(targets) if targets is not None else list(sep.outputs)
+    for t in wanted:
+        if t not in sep.outputs or t not in library:
+            raise ConfigError("targets", f"'{t}' is not both an output of {storage.redact(path)} and a stem of "
+                                         f"{storage.redact(stems_dir)}")
+    missing = [s for s in chosen if not any(s in files for files in library.values())]
+    if missing or not chosen:
+        raise ConfigError("songs", f"song '{(missing or ['(none)'])[0]}' is not in {storage.redact(stems_dir)}")
+    reader = AudioReader(sep.sample_rate, sep.channels)
+    per: dict = {t: {} for t in wanted}
+    for song in chosen:
+        stems = {lab: reader.full(files[song]) for lab, files in library.items() if song in files}
+        length = max(a.shape[0] for a in stems.values())
+        length = min(length, int(max_seconds * reader.sample_rate)) if max_seconds is not None else length
+        mix = sum(fit_length(a, length) for a in stems.values()).astype(np.float32)
+        est = sep(mix)
+        mix_t = torch.from_numpy(np.ascontiguousarray(mix.T[None]))
+        for t in wanted:
+            ref = torch.from_numpy(np.ascontiguousarray(fit_length(stems[t], length).T[None])) if t in stems \
+                else torch.zeros_like(mix_t)
+            est_t = torch.from_numpy(np.ascontiguousarray(est[t].T[None]))
+            per[t][song] = {"sisdr": float(si_sdr(est_t, ref)[0]), "mix_sisdr": float(si_sdr(mix_t, ref)[0])}
+    out: dict = {"bundle": storage.redact(path), "stems": storage.redact(stems_dir), "songs": chosen, "targets": {}}
     for t, rows in per.items():
         s = float(np.mean([r["sisdr"] for r in rows.values()]))
         m = float(np.mean([r["mix_sisdr"] for r in rows.values()]))

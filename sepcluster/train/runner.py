@@ -1,25 +1,36 @@
-"""The ``train`` job: one Ray Train ``TorchTrainer`` per target, checkpoints, resume, MLflow, bundle.
+"""The ``train`` job: Ray Train ``TorchTrainer`` s, run concurrently, checkpoints, resume, MLflow, a separator.
 
-:func:`train` checks everything first (config ranges, the data URI, the targets, the
-resources, an existing checkpoint's architecture) and raises before any worker starts; then,
-for each target in turn, it runs :func:`sepcluster.train.loop.train_func` on
-``num_workers`` DDP workers (gloo on CPU, NCCL on GPU) with a checkpoint every epoch in
-``RunConfig(storage_path, name=<run_name>-<target>)`` (local or ``s3://``).
+:func:`train` checks everything first (config ranges, the data URI, the targets, what the model
+can estimate, the resources, an existing checkpoint's architecture, ``--out``) and raises before
+any worker starts. Then it trains *units*, each :func:`sepcluster.train.loop.train_func` on its own
+``TorchTrainer`` of ``num_workers`` DDP workers (gloo on CPU, NCCL on GPU) with a checkpoint every
+epoch in ``RunConfig(storage_path, name=<run_name>-<unit>)`` (local or ``s3://``):
+
+* a per-target family (umx, unet): one unit per target, all started at once
+  (:mod:`sepcluster.train.fanout`). ``num_workers`` is *per target*: 4 targets with 2 workers each
+  ask for 8 workers; with enough resources all 4 worker groups train at the same time, with fewer
+  Ray queues the groups that do not fit and starts them as earlier ones finish;
+* a multi-source family (htdemucs, bs_roformer, mel_roformer): one unit, named after the model,
+  that trains all targets at once (the targets are the model's sources, in order).
 
 Resuming: rerunning with the same run name (the default run name is derived from the data,
-targets and config, so rerunning the same command resumes) continues every target from its
-newest complete checkpoint at the next epoch; targets that stopped early or reached
-``epochs`` are not trained again (raise ``epochs`` with the same run name to train further).
-``FailureConfig(max_failures)`` restarts a worker group that lost a process from the last
-checkpoint (at most one epoch of work is lost).
+targets and config, so rerunning the same command resumes) continues every unit from its
+newest complete checkpoint at the next epoch (a damaged one is skipped with a warning); units that
+stopped early or reached ``epochs`` are not trained again (raise ``epochs`` with the same run name
+to train further). ``FailureConfig(max_failures)`` restarts a worker group that lost a process
+from the last checkpoint (at most one epoch of work is lost).
 
 MLflow: one parent run per run name (experiment ``sepcluster-train``; a resumed run reopens
-it) with a child run per target. Rank 0 logs per-epoch train/valid loss, valid SI-SDR (and its improvement over
-the mixture), learning rate, epoch time and samples/s into the child run; the driver adds the
-final model file, the checkpoint summary and, with ``heldout``, the held-out SI-SDR
-improvement. The result is a separator bundle (:func:`sepcluster.models.save_bundle`) holding
-the best (lowest validation loss) weights of every target, the training data URI and the
-recipe hash.
+it) with a child run per unit. Rank 0 logs per-epoch train/valid loss, valid SI-SDR and global
+SDR (and their improvement over the mixture; per source for a multi-source model), learning rate,
+epoch time and samples/s into the child run, and every ``diagnostics_every`` epochs a spectrogram
+PNG and FLAC excerpts (:mod:`sepcluster.train.diagnostics`); the driver adds the final model
+files, the checkpoint summary and, with ``heldout``, the held-out SI-SDR improvement. The result
+(:mod:`sepcluster.train.publish`): for per-target families a separator bundle
+(:func:`sepcluster.models.save_bundle`) holding the best (lowest validation loss) weights of every
+target, the training data URI and the recipe hash; for multi-source families the model file the
+separate job loads (HTDemucs ``.th``, RoFormer ``.ckpt`` + YAML). Either is also logged as an MLflow
+pyfunc model, registered under ``register`` when given.
 """
 
 from __future__ import annotations
@@ -29,8 +40,6 @@ import json
 import logging
 import os
 import re
-import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Union
 
@@ -46,7 +55,8 @@ _RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 
 @dataclass
 class TargetResult:
-    """How one target's training ended: epochs, best epoch/loss, checkpoint URI, history."""
+    """How one unit's training ended (a target's model, or a multi-source model of ``target``:
+    its sources joined by ``+``): epochs, best epoch/loss, checkpoint URI, history."""
 
     target: str
     epoch: int
@@ -64,7 +74,8 @@ class TargetResult:
 
 @dataclass
 class TrainResult:
-    """The outcome of :func:`train`."""
+    """The outcome of :func:`train`: ``bundle`` is what ``sepcluster separate --model`` takes (a bundle
+    folder, or a multi-source model's ``.th`` / ``.ckpt``); ``targets`` is keyed by unit."""
 
     bundle: str
     run_name: str
@@ -73,12 +84,16 @@ class TrainResult:
     targets: dict
     data: dict
     heldout: Optional[dict] = None
+    model_uri: Optional[str] = None
+    registered: Optional[str] = None
 
     def format(self) -> str:
-        """The console summary: the bundle, how to resume, and each target's training."""
+        """The console summary: the bundle, how to resume, and each unit's training."""
         lines = [f"bundle: {storage.redact(self.bundle)}",
                  f"run name: {self.run_name} (rerun with --run-name {self.run_name} to resume)",
                  f"mlflow run: {self.mlflow_run_id}"]
+        if self.registered:
+            lines.append(f"registered model: {self.registered} (sepcluster separate --model {self.registered})")
         for t, r in self.targets.items():
             line = (f"{t}: {r.epoch} epochs, best valid loss {r.best_valid_loss:.5g} at epoch {r.best_epoch}"
                     f" ({r.stop_reason or 'stopped'})")
@@ -166,7 +181,22 @@ class _Plan:
     out: str
     heldout: Optional[str]
     heldout_songs: Optional[list]
-    resume: dict  # target -> {"uri", "meta"} of its newest complete checkpoint
+    resume: dict  # unit -> {"uri", "meta"} of its newest complete checkpoint
+    segment: float = 0.0  # seconds of a training excerpt (a multi-source model's training length)
+    register: Optional[str] = None
+
+    @property
+    def multi_source(self) -> bool:
+        return self.config.multi_source
+
+    @property
+    def units(self) -> list:
+        """What one TorchTrainer each trains: every target, or the multi-source model (its name)."""
+        return [self.config.model] if self.multi_source else list(self.targets)
+
+    def unit_target(self, unit: str) -> str:
+        """The checkpoints' ``target`` of ``unit``: the target, or a multi-source model's targets joined by ``+``."""
+        return "+".join(self.targets) if self.multi_source else unit
 
     @property
     def architecture(self) -> dict:
@@ -188,19 +218,23 @@ class _Plan:
 def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Union[TrainConfig, dict, str, None] = None,
           *, num_workers: int = 1, use_gpu: bool = False, out: Optional[str] = None, run_name: Optional[str] = None,
           storage_path: Optional[str] = None, address: Optional[str] = None, heldout: Optional[str] = None,
-          heldout_songs: Optional[Iterable[str]] = None, **overrides: Any) -> TrainResult:
-    """Train one model per target on ``data`` and write a separator bundle.
+          heldout_songs: Optional[Iterable[str]] = None, register: Optional[str] = None,
+          **overrides: Any) -> TrainResult:
+    """Train the model(s) of ``config.model`` for ``targets`` on ``data`` and write the separator.
 
     data: a generated dataset folder (Parquet), a recipe YAML (on-the-fly; set ``stems``) or a
     stem library; local or ``s3://``. targets: a list of target names (or one name). config: a
     :class:`TrainConfig`, a mapping or a YAML file; ``overrides`` set single fields.
-    num_workers/use_gpu: Ray Train ``ScalingConfig``. out: bundle folder (default
-    ``<storage_path>/<run_name>/bundle``). run_name: reuse one to resume (default: derived from
-    data, targets and config). storage_path: checkpoints (default
+    num_workers/use_gpu: Ray Train ``ScalingConfig`` of each trainer (per target for umx/unet,
+    whose targets train concurrently). out: bundle folder (default
+    ``<storage_path>/<run_name>/bundle``); for a multi-source model a ``.th`` / ``.ckpt`` file or a
+    folder to hold ``<model>.th`` / ``<model>.ckpt`` + ``.yaml``. run_name: reuse one to resume
+    (default: derived from data, targets and config). storage_path: checkpoints (default
     ``$SEPCLUSTER_HOME/train-runs``; local or ``s3://``). address: Ray address (default
     ``RAY_ADDRESS``, else a local Ray; inside a Ray session already open, that one). heldout: a
-    stem library of songs never trained on; the bundle's SI-SDR improvement over the mixture on
-    it is logged (``heldout_songs`` picks songs).
+    stem library of songs never trained on; the separator's SI-SDR improvement over the mixture on
+    it is logged (``heldout_songs`` picks songs). register: register the logged MLflow model under
+    this name (``sepcluster separate --model models:/NAME/VERSION``).
 
     Raises ConfigError / DataError / StorageError before any worker starts on bad input.
     """
@@ -209,17 +243,33 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
     data, out, storage_path, heldout = (storage.absolute(u) for u in (data, out, storage_path, heldout))
     plan = _plan(str(data), targets, load_train_config(config, **overrides), num_workers, use_gpu, out, run_name,
                  storage_path, heldout, heldout_songs)
+    plan.register = _check_register(register)
     with raycluster.session(address):
         _check_resources(plan.num_workers, plan.use_gpu, plan.config)
         return _run(plan)
 
 
+def _check_register(name: Optional[str]) -> Optional[str]:
+    if name is None:
+        return None
+    name = str(name).strip()
+    if not name or "/" in name or ":" in name or len(name) > 200:
+        raise ConfigError("register", f"must be a model name (no '/' or ':', at most 200 characters), got {name!r}")
+    return name
+
+
 def _plan(data: str, targets, cfg: TrainConfig, num_workers: int, use_gpu: bool, out: Optional[str],
           run_name: Optional[str], storage_path: Optional[str], heldout: Optional[str], heldout_songs) -> _Plan:
     """Check everything that needs no Ray cluster (config, data, targets, held-out library, checkpoints to resume)."""
+    from ..models.registry import get_family
     from .data import resolve_data
 
     target_list = parse_targets(targets)
+    family = get_family(cfg.model)
+    for target in target_list:
+        problem = family.cannot_estimate(target)
+        if problem:
+            raise ConfigError("targets", f"model '{family.name}' cannot produce target '{target}': {problem}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ConfigError("num_workers", f"must be an integer >= 1, got {num_workers!r}")
     if run_name is not None and not _RUN_NAME_RE.match(str(run_name)):
@@ -228,9 +278,11 @@ def _plan(data: str, targets, cfg: TrainConfig, num_workers: int, use_gpu: bool,
     sample_rate = int(cfg.sample_rate or spec.sample_rate)
     nb_channels = int(cfg.nb_channels or spec.channels)
     _check_signal_and_data(cfg, spec, data, sample_rate, num_workers)
+    segment = _segment(cfg, spec, sample_rate)
     from .epoch import make_model
 
-    make_model(cfg, nb_channels, sample_rate)  # architecture arguments are valid (ConfigError otherwise)
+    # architecture arguments are valid (ConfigError otherwise)
+    make_model(cfg, nb_channels, sample_rate, target_list if cfg.multi_source else None, segment)
     if heldout is not None:
         from ..datasets.library import index_stems
 
@@ -243,24 +295,39 @@ def _plan(data: str, targets, cfg: TrainConfig, num_workers: int, use_gpu: bool,
     plan = _Plan(data=data, config=cfg, targets=target_list, spec=spec, sample_rate=sample_rate,
                  nb_channels=nb_channels, num_workers=num_workers, use_gpu=use_gpu, run_name=run_name,
                  storage_path=storage_path, out=out or storage.join(storage_path, run_name, "bundle"),
-                 heldout=heldout, heldout_songs=list(heldout_songs) if heldout_songs else None, resume={})
-    for target in target_list:
-        found = latest_checkpoint(storage_path, f"{run_name}-{target}")
+                 heldout=heldout, heldout_songs=list(heldout_songs) if heldout_songs else None, resume={},
+                 segment=segment)
+    if plan.multi_source:
+        from ..models.export import export_path
+
+        export_path(plan.out, family.name, family.export)  # ConfigError for an --out of another format
+    for unit in plan.units:
+        found = latest_checkpoint(storage_path, f"{run_name}-{unit}")
         if found is not None:
             from .checkpoint import check_compatible
 
-            check_compatible(found["meta"], plan.architecture, plan.signal, target, storage.redact(found["uri"]))
-            plan.resume[target] = found
+            check_compatible(found["meta"], plan.architecture, plan.signal, plan.unit_target(unit),
+                             storage.redact(found["uri"]))
+            plan.resume[unit] = found
     return plan
+
+
+def _segment(cfg: TrainConfig, spec, sample_rate: int) -> float:
+    """Seconds of a training excerpt as the workers cut them (``seq_dur``, at most a generated mixture)."""
+    seq_len = int(round(cfg.seq_dur * sample_rate))
+    if spec.kind in ("parquet", "onthefly") and spec.num_samples:
+        seq_len = min(seq_len, int(spec.num_samples * sample_rate // spec.sample_rate))
+    return seq_len / sample_rate
 
 
 def _check_signal_and_data(cfg: TrainConfig, spec, data: str, sample_rate: int, num_workers: int) -> None:
     """ConfigError / DataError when the training rate, excerpt length or data cannot work together."""
-    if cfg.bandwidth is not None and cfg.bandwidth > sample_rate / 2:
-        raise ConfigError("bandwidth", f"{cfg.bandwidth:g} Hz is above the Nyquist frequency of the training "
-                                       f"rate {sample_rate} Hz")
-    if cfg.seq_dur * sample_rate <= cfg.n_fft // 2:
-        raise ConfigError("seq_dur", f"{cfg.seq_dur} s is too short for n_fft={cfg.n_fft} at {sample_rate} Hz")
+    if not cfg.multi_source:  # the per-target families' STFT; the multi-source ones have their own
+        if cfg.bandwidth is not None and cfg.bandwidth > sample_rate / 2:
+            raise ConfigError("bandwidth", f"{cfg.bandwidth:g} Hz is above the Nyquist frequency of the training "
+                                           f"rate {sample_rate} Hz")
+        if cfg.seq_dur * sample_rate <= cfg.n_fft // 2:
+            raise ConfigError("seq_dur", f"{cfg.seq_dur} s is too short for n_fft={cfg.n_fft} at {sample_rate} Hz")
     if spec.kind == "parquet" and len(spec.train_seeds) < num_workers:
         raise DataError(f"{storage.redact(data)}: {len(spec.train_seeds)} training mixtures cannot feed "
                         f"{num_workers} workers")
@@ -275,55 +342,65 @@ def _check_signal_and_data(cfg: TrainConfig, spec, data: str, sample_rate: int, 
 
 
 def _run(plan: _Plan) -> TrainResult:
-    """Train every target of ``plan`` inside the run's MLflow parent run, then write and log the bundle."""
+    """Train every unit of ``plan`` (concurrently) inside the run's MLflow parent run, then write and log
+    the separator."""
     from .. import tracking
+    from . import publish
+    from .fanout import Unit, run_units
 
     tags = {"sepcluster.run_name": plan.run_name}
     if plan.resume:
         tags["sepcluster.resumed_targets"] = ",".join(f"{t}@{f['meta'].get('epoch')}" for t, f in plan.resume.items())
-    results: dict[str, TargetResult] = {}
-    models = {}
-    # a resumed run continues its MLflow parent run (and each target its child run)
+    # a resumed run continues its MLflow parent run (and each unit its child run)
     previous = tracking.find_run("train", {"sepcluster.run_name": plan.run_name}) if plan.resume else None
     with tracking.job_run("train", plan.params(), run_name=plan.run_name, tags=tags, resume_run_id=previous) as parent:
-        for target in plan.targets:
-            child_id = tracking.find_run("train", {"sepcluster.target": target},
-                                         parent_run_id=previous) if previous else None
-            results[target], models[target] = _train_target(plan, target, child_run_id=child_id)
-        meta = _save_bundle(plan.out, models, plan.config, plan.spec, plan.sample_rate, plan.run_name, results)
-        tracking.set_tags({"sepcluster.bundle": plan.out, "sepcluster.bundle_id": meta.bundle_id()})
-        tracking.log_dict(json.loads(meta.to_json()), "bundle.json")
+        parent_id = parent.info.run_id
+        children = {u: tracking.find_run("train", {"sepcluster.target": plan.unit_target(u)}, parent_run_id=previous)
+                    if previous else None for u in plan.units}
+        units = [Unit(u, storage.join(plan.storage_path, f"{plan.run_name}-{u}"), plan.config.epochs)
+                 for u in plan.units]
+        done = run_units(units, lambda unit: _train_target(plan, unit.name, parent_id, children[unit.name]))
+        results = {u: r for u, (r, _m) in done.items()}
+        models = {u: m for u, (_r, m) in done.items()}
+        written = publish.write_separator(plan, models, results)
+        logged = publish.log_separator(plan, written)
         heldout_result = None
         if plan.heldout is not None:
-            heldout_result = _log_heldout(plan.out, plan.heldout, plan.heldout_songs, results)
+            heldout_result = publish.log_heldout(written.path, plan.heldout, plan.heldout_songs, results,
+                                                 plan.multi_source)
         tracking.log_metrics({f"{t}.best_valid_loss": r.best_valid_loss for t, r in results.items()})
-        parent_id = parent.info.run_id
-    log.info("bundle written to %s", storage.redact(plan.out))
-    return TrainResult(bundle=plan.out, run_name=plan.run_name, storage_path=plan.storage_path,
-                       mlflow_run_id=parent_id, targets=results, data=plan.spec.describe(), heldout=heldout_result)
+    log.info("separator written to %s", storage.redact(written.path))
+    return TrainResult(bundle=written.path, run_name=plan.run_name, storage_path=plan.storage_path,
+                       mlflow_run_id=parent_id, targets=results, data=plan.spec.describe(), heldout=heldout_result,
+                       model_uri=logged.get("model_uri"),
+                       registered=f"models:/{plan.register}/{logged['version']}" if logged.get("version") else None)
 
 
-def _trainer(plan: _Plan, target: str, child_run_id: str):
-    """The Ray Train ``TorchTrainer`` of one target: :func:`~sepcluster.train.loop.train_func` on
-    ``num_workers`` DDP workers, checkpoints in ``<storage_path>/<run_name>-<target>``."""
+def _trainer(plan: _Plan, unit: str, child_run_id: str):
+    """The Ray Train ``TorchTrainer`` of one unit: :func:`~sepcluster.train.loop.train_func` on
+    ``num_workers`` DDP workers, checkpoints in ``<storage_path>/<run_name>-<unit>``."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from .. import tracking
+    from .data import needed_stems
     from .loop import WorkerJob, train_func
 
     cfg = plan.config
-    ray_run = f"{plan.run_name}-{target}"
+    ray_run = f"{plan.run_name}-{unit}"
     path, fs = _ray_storage(plan.storage_path)
-    job = WorkerJob(config=cfg, spec=plan.spec, target=target, sample_rate=plan.sample_rate,
+    sources = list(plan.targets) if plan.multi_source else None
+    job = WorkerJob(config=cfg, spec=plan.spec, target=plan.unit_target(unit), sample_rate=plan.sample_rate,
                     nb_channels=plan.nb_channels, architecture=plan.architecture, signal=plan.signal,
                     mlflow_run_id=child_run_id, tracking_uri=tracking.tracking_uri(),
-                    run_uri=storage.join(plan.storage_path, ray_run))
+                    run_uri=storage.join(plan.storage_path, ray_run), sources=sources,
+                    segment=plan.segment if plan.multi_source else None)
     datasets = dataset_config = None
     if plan.spec.kind == "parquet":
         from .data import parquet_datasets
 
-        datasets = parquet_datasets(plan.spec, target, cache=cfg.cache_dataset)
+        stems = needed_stems(plan.spec, cfg, None if sources else unit, sources)
+        datasets = parquet_datasets(plan.spec, stems, cache=cfg.cache_dataset)
         dataset_config = DataConfig(datasets_to_split=["train"])
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if plan.use_gpu else {})}
     return TorchTrainer(
@@ -338,78 +415,33 @@ def _trainer(plan: _Plan, target: str, child_run_id: str):
         datasets=datasets, dataset_config=dataset_config)
 
 
-def _fit_with_progress(trainer, run_uri: str, target: str, epochs: int):
-    """``trainer.fit()`` with a progress bar on the driver: epochs done, with the last epoch's losses
-    (read from the newest checkpoint's ``meta.json`` in the run folder while the workers train)."""
-    import threading
-
-    from .. import raycluster
-    from .checkpoint import latest_epoch_meta
-
-    done = threading.Event()
-    outcome: dict = {}
-
-    def fit() -> None:
-        try:
-            outcome["result"] = trainer.fit()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the driver's thread
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=fit, name=f"fit-{target}", daemon=True)
-    bar = raycluster.progress(total=epochs, desc=f"train {target}", unit="epoch")
-    thread.start()
-    try:
-        while not done.wait(2.0):
-            _show_epoch(bar, latest_epoch_meta(run_uri))
-        _show_epoch(bar, latest_epoch_meta(run_uri))
-    finally:
-        bar.close()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
-
-
-def _show_epoch(bar, meta: Optional[dict]) -> None:
-    if not meta:
-        return
-    epoch = int(meta.get("epoch") or 0)
-    if epoch > bar.n:
-        bar.update(epoch - bar.n)
-    metrics = meta.get("metrics") or {}
-    shown = {k: f"{float(metrics[k]):.4g}" for k in ("train_loss", "valid_loss", "valid_sisdr") if k in metrics}
-    if shown:
-        bar.set_postfix(shown, refresh=False)
-
-
-def _train_target(plan: _Plan, target: str, child_run_id: Optional[str] = None):
-    """Train (or resume, or reuse a finished) model for one target inside its MLflow child run."""
-    import torch
-
+def _train_target(plan: _Plan, unit: str, parent_run_id: str, child_run_id: Optional[str] = None):
+    """Train (or resume, or reuse a finished) unit inside its MLflow child run (opened from this thread
+    under ``parent_run_id``); returns ``(TargetResult, model with the best weights)``."""
     from .. import tracking
+    from . import publish
     from .checkpoint import TrainState, is_done
     from .epoch import make_model
 
-    ray_run = f"{plan.run_name}-{target}"
-    resume = plan.resume.get(target)
+    ray_run = f"{plan.run_name}-{unit}"
+    target = plan.unit_target(unit)
+    resume = plan.resume.get(unit)
     child_params = {"target": target, "ray_run": ray_run, "model": plan.config.model, "sample_rate": plan.sample_rate,
                     "nb_channels": plan.nb_channels, "num_workers": plan.num_workers, "use_gpu": plan.use_gpu}
-    with tracking.child_run(target, child_params, tags={"sepcluster.target": target},
-                            resume_run_id=child_run_id) as child:
+    with tracking.child_run(unit, child_params, tags={"sepcluster.target": target},
+                            resume_run_id=child_run_id, parent_run_id=parent_run_id) as child:
         if resume is None or not is_done(resume["meta"], plan.config.epochs):
-            log.info("training target %s (Ray run %s, %d worker(s))", target, ray_run, plan.num_workers)
-            result = _fit_with_progress(_trainer(plan, target, child.info.run_id),
-                                        storage.join(plan.storage_path, ray_run), target, plan.config.epochs)
+            log.info("training %s (Ray run %s, %d worker(s))", unit, ray_run, plan.num_workers)
+            result = _trainer(plan, unit, child.info.run_id).fit()
             if result.error is not None:
                 raise result.error
             resume = latest_checkpoint(plan.storage_path, ray_run)
         if resume is None:
-            raise DataError(f"target {target}: training produced no checkpoint in "
+            raise DataError(f"{unit}: training produced no checkpoint in "
                             f"{storage.redact(storage.join(plan.storage_path, ray_run))}")
         state = TrainState.read(resume["uri"])
-        model = make_model(plan.config, plan.nb_channels, plan.sample_rate)
+        model = make_model(plan.config, plan.nb_channels, plan.sample_rate,
+                           list(plan.targets) if plan.multi_source else None, plan.segment)
         model.load_state_dict(state.best_model_state)
         model.eval()
         res = TargetResult(target=target, epoch=int(state.epoch), best_epoch=int(state.best_epoch),
@@ -417,41 +449,8 @@ def _train_target(plan: _Plan, target: str, child_run_id: Optional[str] = None):
                            stop_reason=state.stop_reason, checkpoint=resume["uri"], ray_run=ray_run,
                            mlflow_run_id=child.info.run_id, attempts=list(state.attempts),
                            history=list(state.history))
-        tracking.log_metrics({"final_best_valid_loss": res.best_valid_loss, "final_best_epoch": res.best_epoch,
-                              "final_epochs": res.epoch})
-        tracking.set_tags({"sepcluster.stop_reason": res.stop_reason or "", "sepcluster.checkpoint": res.checkpoint})
-        tracking.log_dict({"attempts": res.attempts, "history": res.history, "stop_reason": res.stop_reason},
-                          "training_history.json")
-        with tempfile.TemporaryDirectory(prefix="sepcluster-model-") as tmp:
-            path = os.path.join(tmp, f"{target}.pth")
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-            tracking.log_artifact(path, artifact_path="model")
+        publish.log_unit(res, model, unit, plan.multi_source)
     return res, model
-
-
-def _save_bundle(out: str, models: dict, cfg: TrainConfig, spec, sample_rate: int, run_name: str, results: dict):
-    from ..models import BundleMeta, save_bundle
-
-    meta = BundleMeta(model=cfg.model, sample_rate=float(sample_rate), n_fft=cfg.n_fft, n_hop=cfg.n_hop,
-                      bandwidth=cfg.bandwidth, training_data=storage.redact(spec.uri), recipe_hash=spec.recipe_hash,
-                      extra={"run_name": run_name, "data": spec.describe(), "train_config": cfg.to_dict(),
-                             "best_epochs": {t: r.best_epoch for t, r in results.items()},
-                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    return save_bundle(out, models, meta)
-
-
-def _log_heldout(bundle: str, heldout: str, songs, results: dict) -> dict:
-    from .. import tracking
-    from .quality import evaluate_heldout
-
-    report = evaluate_heldout(bundle, heldout, songs=songs)
-    for target, r in report["targets"].items():
-        tracking.log_metrics({f"heldout.{target}.sisdr": r["sisdr"], f"heldout.{target}.mix_sisdr": r["mix_sisdr"],
-                              f"heldout.{target}.sisdr_improvement": r["improvement"]})
-        if target in results:
-            results[target].heldout = r
-    tracking.log_dict(report, "heldout.json")
-    return report
 
 
 __all__ = ["train", "TrainResult", "TargetResult", "parse_targets", "default_run_name", "default_storage_path",

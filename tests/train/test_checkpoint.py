@@ -21,7 +21,7 @@ STATE_KEYS = ["format", "target", "epoch", "finished", "stop_reason", "model_nam
               "architecture", "signal", "model_state", "best_model_state", "best_loss", "best_epoch", "bad_epochs",
               "optimizer", "scheduler", "scaler", "input_mean", "input_scale", "history", "attempts", "config", "data"]
 META_KEYS = ["format", "target", "epoch", "finished", "stop_reason", "best_loss", "best_epoch", "model_name",
-             "hparams", "architecture", "signal", "attempts", "state_bytes", "state_sha256"]
+             "hparams", "architecture", "signal", "attempts", "metrics", "state_bytes", "state_sha256"]
 
 
 def _state(epoch: int = 3, **kw) -> TrainState:

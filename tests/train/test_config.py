@@ -147,3 +147,37 @@ def test_the_cli_offers_every_option_of_every_family():
     args = parser.parse_args(["--data", "d", "--model", "unet", "--depth", "3", "--lr", "0.01"])
     cfg = load_train_config(None, **{k: getattr(args, k) for k in options})
     assert cfg.model == "unet" and cfg.model_options["depth"] == 3 and cfg.lr == 0.01
+
+
+@pytest.mark.parametrize("name,model", [("demo_htdemucs.yaml", "htdemucs"), ("demo_bs_roformer.yaml", "bs_roformer")])
+def test_the_multi_source_demo_configs_are_valid_and_build(name, model):
+    from importlib import resources
+
+    from sepcluster.train.epoch import make_model
+
+    cfg = load_train_config(str(resources.files("sepcluster.train").joinpath(name)))
+    assert cfg.model == model and cfg.multi_source and cfg.ema_decay > 0 and cfg.augment
+    built = make_model(cfg, 2, cfg.sample_rate, ["vocals", "drums", "bass", "other"], cfg.seq_dur)
+    assert built.sources == ["vocals", "drums", "bass", "other"]
+    assert sum(p.numel() for p in built.parameters()) < 3_000_000  # small enough for the demo's CPUs
+
+
+def test_multi_source_config_fields():
+    cfg = TrainConfig.from_dict({"model": "htdemucs", "channels": 8, "ema_decay": "0.999"})
+    assert cfg.loss == "wave_l1" and cfg.ema_decay == 0.999 and cfg.multi_source
+    assert TrainConfig.from_dict({"model": "bs_roformer"}).loss == "mrstft"
+    assert TrainConfig().loss == "mse" and not TrainConfig().multi_source
+    recorded = cfg.to_dict()
+    assert recorded["ema_decay"] == 0.999 and "polarity_flip" not in recorded  # later fields: only when set
+    assert TrainConfig.from_dict(recorded) == cfg
+    assert cfg.model_kwargs(2, 16000, ["a", "b"], 1.5)["sources"] == ["a", "b"]
+    for bad, field in (({"model": "htdemucs", "hidden_size": 512}, "hidden_size"),  # umx's default: still refused
+                       ({"model": "htdemucs", "samplerate": 8000}, "samplerate"),
+                       ({"model": "mel_roformer", "loss": "l1"}, "loss"),
+                       ({"ema_decay": 1.0}, "ema_decay"), ({"diagnostics_every": -1}, "diagnostics_every")):
+        with pytest.raises(ConfigError) as err:
+            TrainConfig.from_dict(bad)
+        assert err.value.field == field
+    # a 22.05 kHz multi-source run does not trip the per-target bandwidth check
+    assert TrainConfig.from_dict({"model": "htdemucs", "sample_rate": 16000}).bandwidth == 16000.0
+    assert load_train_config(TrainConfig(), model="bs_roformer").loss == "mrstft"
