@@ -122,6 +122,12 @@ def _istft(model: nn.Module, spec: torch.Tensor, window: torch.Tensor, length: i
     return rearrange(audio, "(b n s) t -> b n s t", b=batch, n=stems, s=model.audio_channels)
 
 
+# bs-roformer 0.4.1's attention enters torch.backends.cuda.sdp_kernel() on every forward pass, which
+# torch 2.13 deprecates with a FutureWarning per call (also on the CPU): nothing a user can act on
+warnings.filterwarnings("ignore", message=r".*torch\.backends\.cuda\.sdp_kernel\(\) is deprecated",
+                        category=FutureWarning)
+
+
 def _package_classes():
     from bs_roformer import bs_roformer, mel_band_roformer
 

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sep = how.add_mutually_exclusive_group()
     sep.add_argument("-m", "--model", metavar="PATH",
                      help="a sepcluster bundle, an Open-Unmix .pth (or a folder of them), a demucs .th or bag "
-                          ".yaml, or a BS-/Mel-Band RoFormer checkpoint (.ckpt) with its YAML; local or s3://")
+                          ".yaml, or a BS-/Mel-Band RoFormer checkpoint (.ckpt) with its YAML; local or s3://; or a "
+                          "registered MLflow model models:/NAME/VERSION (sepcluster train --register)")
     sep.add_argument("--oracle", choices=["irm", "irm1", "irm2"],
                      help="ideal ratio masks from the reference stems of MUSDB-layout inputs (no model)")
     how.add_argument("--model-type", choices=MODEL_TYPES,

@@ -15,17 +15,18 @@ written for sepcluster on native complex tensors:
    ``R_j(f) = sum_t y_j y_j^H / (eps + sum_t v_j)``; mixture covariance
    ``C_x = sqrt(eps) I + sum_j v_j R_j``; posterior means ``y_j = v_j R_j C_x^{-1} x``.
    ``C_x^{-1}`` is analytic for one and two channels (``1 / (C + eps)`` for one channel, as
-   norbert) and a pseudo-inverse with relative cutoff ``eps`` otherwise.
+   norbert; the adjugate over the determinant for two, with the regulariser kept apart) and a
+   pseudo-inverse with relative cutoff ``eps`` otherwise.
 
 Shapes (batch first, as the rest of sepcluster): the mixture STFT is complex
 ``(batch, channels, bins, frames)``, the target magnitudes real
 ``(batch, sources, channels or 1, bins, frames)`` and the result complex
 ``(batch, sources [+1 residual], channels, bins, frames)``.
 
-Precision: complex64 / float32 by default, except the mixture covariance ``C_x`` and its inverse,
-which are complex128 for two or more channels (identical channels make ``C_x`` singular up to the
-regularisation; in complex64 its determinant is rounding noise); ``double=True`` computes
-everything in complex128 (the output is then complex128). ``eps`` defaults to 1e-10 (Open-Unmix); ``eps=None`` takes the machine
+Precision: complex64 / float32 by default; for two channels ``C_x^{-1} x`` keeps the regulariser
+apart from the rounding of ``C_x`` (:func:`_solve_stereo`: identical channels make ``C_x``
+singular up to the regularisation, and a plain float32 inverse then gains up to several times the
+mixture's level); ``double=True`` computes everything in complex128 (the output is then complex128). ``eps`` defaults to 1e-10 (Open-Unmix); ``eps=None`` takes the machine
 epsilon of the working real dtype, which is norbert's default.
 """
 
@@ -68,20 +69,37 @@ def phase_estimates(targets_mag: Tensor, mix_stft: Tensor) -> Tensor:
 
 def _invert(cxx: Tensor, eps: float) -> Tensor:
     """Inverse of the ``(channels, channels)`` matrices held in dims 1 and 2 of
-    ``(batch, channels, channels, bins, frames)``."""
+    ``(batch, channels, channels, bins, frames)``: one channel, or more than two (two channels:
+    :func:`_solve_stereo`)."""
     nb_channels = cxx.shape[1]
     if nb_channels == 1:
         return 1.0 / (cxx + eps)
-    if nb_channels == 2:
-        a, b = cxx[:, 0, 0], cxx[:, 0, 1]
-        c, d = cxx[:, 1, 0], cxx[:, 1, 1]
-        inv_det = 1.0 / (a * d - b * c)
-        row0 = torch.stack((d * inv_det, -b * inv_det), dim=1)
-        row1 = torch.stack((-c * inv_det, a * inv_det), dim=1)
-        return torch.stack((row0, row1), dim=1)
     moved = cxx.permute(0, 3, 4, 1, 2)
     inv = torch.linalg.pinv(moved, rtol=eps, hermitian=False)
     return inv.permute(0, 3, 4, 1, 2)
+
+
+def _solve_stereo(v: Tensor, R: Tensor, x: Tensor, reg: float) -> Tensor:
+    """``z = C_x^{-1} x`` for two channels, ``C_x = reg I + sum_j v_j R_j``, without losing ``reg``.
+
+    In float32 ``reg`` (1e-5 by default) is below the rounding of ``C_x``'s entries, so with
+    identical channels the determinant and ``adj(C_x) x`` would cancel to noise. Here the
+    regulariser is kept apart: ``det = det(G) + reg (G_00 + G_11) + reg^2`` (``G = sum_j v_j R_j``,
+    a Hermitian PSD matrix, so ``det(G) >= 0``; computed in float64) and ``adj(C_x) x = adj(G) x
+    + reg x``. v: real ``(batch, sources, bins, frames)``; R: ``(batch, sources, 2, 2, bins)``;
+    x: ``(batch, 2, bins, frames)``. Returns ``(batch, 2, bins, frames)``.
+    """
+    g00 = torch.einsum("bsft,bsf->bft", v, R[:, :, 0, 0].real)
+    g11 = torch.einsum("bsft,bsf->bft", v, R[:, :, 1, 1].real)
+    g01 = torch.einsum("bsft,bsf->bft", v.to(R.dtype), R[:, :, 0, 1])
+    wide = torch.float64
+    gram = g00.to(wide) * g11.to(wide) - g01.real.to(wide) ** 2 - g01.imag.to(wide) ** 2
+    det = gram.clamp_min(0.0) + reg * (g00.to(wide) + g11.to(wide)) + reg * reg
+    inv_det = (1.0 / det).to(v.dtype)
+    x0, x1 = x[:, 0], x[:, 1]
+    z0 = (g11 * x0 - g01 * x1 + reg * x0) * inv_det
+    z1 = (g00 * x1 - g01.conj() * x0 + reg * x1) * inv_det
+    return torch.stack((z0, z1), dim=1)
 
 
 def expectation_maximization(y: Tensor, mix_stft: Tensor, niter: int = 1, eps: float = 1e-10) -> Tensor:
@@ -93,11 +111,7 @@ def expectation_maximization(y: Tensor, mix_stft: Tensor, niter: int = 1, eps: f
     """
     nb_channels = mix_stft.shape[1]
     real_dtype = mix_stft.real.dtype
-    # the mixture covariance and its inverse in complex128 for 2+ channels: with (nearly) identical
-    # channels C_x is (nearly) singular and its complex64 determinant cancels to noise (a 1.24x peak
-    # gain on identical-channel input, where norbert in float64 gives 1.00x)
-    wide = torch.complex128 if nb_channels > 1 else mix_stft.dtype
-    eye = torch.eye(nb_channels, dtype=wide, device=mix_stft.device)
+    eye = torch.eye(nb_channels, dtype=mix_stft.dtype, device=mix_stft.device)
     regularization = (eps ** 0.5) * eye[None, :, :, None, None]
     for _ in range(int(niter)):
         # power spectral densities (batch, sources, bins, frames)
@@ -107,14 +121,16 @@ def expectation_maximization(y: Tensor, mix_stft: Tensor, niter: int = 1, eps: f
         R = torch.einsum("bscft,bsdft->bscdf", y, y.conj())
         R = R / weight[:, :, None, None, :].to(real_dtype)
         vc = v.to(mix_stft.dtype)
-        # mixture covariance (batch, channels, channels, bins, frames)
-        cxx = torch.einsum("bsft,bscdf->bcdft", vc.to(wide), R.to(wide)) + regularization
-        inv = _invert(cxx, eps)
-        del cxx
-        # z = C_x^{-1} x: (batch, channels, bins, frames)
-        z = (inv * mix_stft.to(wide).unsqueeze(1)).sum(dim=2).to(mix_stft.dtype)
-        del inv
-        # y_j = v_j R_j z
+        if nb_channels == 2:
+            z = _solve_stereo(v, R, mix_stft, eps ** 0.5)
+        else:
+            # mixture covariance (batch, channels, channels, bins, frames), z = C_x^{-1} x
+            cxx = torch.einsum("bsft,bscdf->bcdft", vc, R) + regularization
+            inv = _invert(cxx, eps)
+            del cxx
+            z = (inv * mix_stft.unsqueeze(1)).sum(dim=2)
+            del inv
+        # y_j = v_j R_j z: (batch, sources, channels, bins, frames)
         y = torch.einsum("bscdf,bdft->bscft", R, z) * vc.unsqueeze(2)
     return y
 
