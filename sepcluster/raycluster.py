@@ -13,6 +13,7 @@ set by :func:`ray_environment` when a session starts, never at import.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from typing import Iterator, Optional
@@ -73,6 +74,8 @@ def _connect(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional
 
     ray_environment()
     loud = verbose()
+    if not loud:
+        _drop_setting_notices()
     quiet = dict(log_to_driver=loud, logging_level=logging.INFO if loud else logging.WARNING)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "local":
@@ -83,6 +86,28 @@ def _connect(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional
     if not loud:
         for name in ("ray", "ray.data", "ray.train", "ray.tune"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Ray's notices about settings sepcluster chose on purpose (token auth on a local Ray that has a
+# token, Ray Data's own progress bars off: each job shows its own); shown again with --verbose
+_SETTING_NOTICES = {"ray._private.authentication.authentication_token_setup": "Token authentication is enabled",
+                    "ray.data._internal.progress": "Progress bars disabled"}
+
+
+class _DropNotice(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _drop_setting_notices() -> None:
+    for name, prefix in _SETTING_NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotice) for f in logger.filters):
+            logger.addFilter(_DropNotice(prefix))
 
 
 @contextlib.contextmanager
