@@ -102,3 +102,17 @@ def test_normalize_config_is_refused(tmp_path):
     config.write_text(config.read_text() + "  normalize: true\n")
     with pytest.raises(ConfigError, match="inference.normalize"):
         make_estimator(load_roformer(ckpt))
+
+
+@pytest.mark.parametrize("kind", ["bs_roformer", "mel_band_roformer"])
+def test_musdb_sample_equals_msst_demix(musdb_sample, tmp_path, kind):
+    """Real audio: the MUSDB sample's mixture (6.8 s stereo) through both RoFormer kinds, the config's batches."""
+    from sepcluster.audio import read_audio
+
+    x, rate = read_audio(str(musdb_sample / "train" / "Music Delta - 80s Rock" / "mixture.wav"))
+    assert rate == SR and x.shape[1] == 2
+    ckpt, config = save_roformer(kind, tmp_path, "m", num_overlap=2, batch_size=2)
+    expected = msst_demix(kind, ckpt, config, x)
+    got = separate_track(load_roformer(ckpt), x, rate, batch_chunks=2)
+    assert got["vocals"].shape == x.shape and np.abs(expected["vocals"]).max() > 0.01
+    assert _diff(got, expected) <= TOL
