@@ -40,10 +40,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -51,12 +50,11 @@ import torch
 from sepcluster import storage
 from sepcluster.audiostream import ArrayReader, ZippedReader, open_reader
 from sepcluster.errors import AudioError, ConfigError
-from sepcluster.memory import keep_freed_memory
 
 from .chunking import ChunkScheduler, CrossFade, PaddedSignal, StreamResampler, chunk_frames
 from .estimators import RESIDUAL_NAME, SPECTROGRAM, WAVEFORM, Estimator, make_estimator
 from .istft import StreamingISTFT
-from .stages import ChannelLayout, StemOutput, TrackStats, output_subtype
+from .stages import BlockEngine, ChannelLayout, StemOutput, TrackStats, output_subtype
 from .waveform import WaveformEngine
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_OVERLAP_SECONDS", "RESIDUAL_NAME", "ChannelLayout", "ChunkedEngine",
@@ -91,7 +89,7 @@ class _Track:
         return self.frames_in if self.out_frames is None else int(self.out_frames)
 
 
-class ChunkedEngine:
+class ChunkedEngine(BlockEngine):
     """Runs a spectrogram :class:`~sepcluster.separate.estimators.Estimator` over a track in
     overlapping, cross-faded chunks (see the module docstring).
 
@@ -118,30 +116,8 @@ class ChunkedEngine:
         self.n_fft, self.hop = int(estimator.n_fft), int(estimator.n_hop)
         self.stft = STFT(self.n_fft, self.hop, center=False).to(self.device)
 
-    def run(self, reader, sink: Callable[[dict], None], *, mix_channels: Optional[int] = None, where: str = "audio",
-            out_rate: Optional[int] = None, out_frames: Optional[int] = None) -> TrackStats:
-        """Separate the blocks of ``reader`` chunk by chunk and hand the stems to ``sink``.
-
-        reader: iterable of ``float32 (frames, channels)`` blocks with ``sample_rate`` and
-        ``channels`` attributes; the first ``mix_channels`` channels are the mixture, the rest
-        the estimator's references (same channel count each). sink: called with
-        ``{output name: float32 (frames, channels)}`` blocks at the input rate (``out_rate``
-        when given: the reader is then already at the model rate), in order, whose lengths add
-        up to the input's length (``out_frames`` when given). ``where`` names the input in errors.
-        """
-        t_start = time.perf_counter()
-        if self.device.type == "cpu":
-            keep_freed_memory()  # chunk buffers are reused instead of page-faulted in anew
-        track = self._open(reader, sink, mix_channels, where, out_rate, out_frames)
-        for block in reader:
-            track.frames_in += block.shape[0]
-            self._feed(track, track.resample_in(track.layout.downmix(block)))
-        if track.frames_in == 0:
-            raise AudioError(f"{where}: the audio holds no samples")
-        self._finish(track)
-        return TrackStats(sample_rate=track.sr_out, channels=track.layout.channels, frames=track.frames,
-                          model_rate=track.sr_model, chunks=track.chunks, downmixed=track.layout.downmixed,
-                          seconds=time.perf_counter() - t_start)
+    def _keeps_heap(self) -> bool:
+        return self.device.type == "cpu"
 
     def _open(self, reader, sink, mix_channels, where, out_rate, out_frames) -> _Track:
         est = self.estimator

@@ -3,6 +3,7 @@
 - :class:`ChannelLayout`: how a track's channels (mixture, reference stems, optional downmix)
   feed the estimator's channels and come back;
 - :class:`StemOutput`: model-rate stems -> soxr stream back to the input rate -> the sink;
+- :class:`BlockEngine`: the block loop both engines run;
 - :class:`TrackStats`: what a run learnt about a track;
 - :func:`output_subtype`: the soundfile subtype of an output format.
 
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -19,10 +21,11 @@ import numpy as np
 import torch
 
 from sepcluster.errors import AudioError, ConfigError
+from sepcluster.memory import keep_freed_memory
 
 from .chunking import StreamResampler
 
-__all__ = ["ChannelLayout", "StemOutput", "TrackStats", "output_subtype"]
+__all__ = ["BlockEngine", "ChannelLayout", "StemOutput", "TrackStats", "output_subtype"]
 
 _SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
              ("flac", 16): "PCM_16", ("flac", 24): "PCM_24",
@@ -174,3 +177,40 @@ class StemOutput:
             return
         self.written += arr.shape[0]
         self.sink({name: arr[:, j * c:(j + 1) * c] for j, name in enumerate(self.outputs)})
+
+
+class BlockEngine:
+    """What both engines share: read a track block by block, feed it, finish, report.
+
+    Subclasses give ``_open(reader, sink, mix_channels, where, out_rate, out_frames)`` (a track
+    state with ``frames_in``, ``layout``, ``resample_in``, ``sr_out``, ``sr_model``, ``frames``,
+    ``chunks`` and optionally ``held_peak``), ``_feed(track, x)``, ``_finish(track)`` and
+    ``_keeps_heap()`` (whether freed buffers should stay in the heap: they are reused).
+    """
+
+    def run(self, reader, sink: Callable[[dict], None], *, mix_channels: Optional[int] = None, where: str = "audio",
+            out_rate: Optional[int] = None, out_frames: Optional[int] = None) -> TrackStats:
+        """Separate the blocks of ``reader`` and hand the stems to ``sink``.
+
+        reader: iterable of ``float32 (frames, channels)`` blocks with ``sample_rate`` and
+        ``channels`` attributes; the first ``mix_channels`` channels are the mixture, the rest the
+        estimator's references (same channel count each; waveform estimators take none). sink:
+        called with ``{output name: float32 (frames, channels)}`` blocks at the input rate
+        (``out_rate`` when given: the reader is then already at the model rate), in order, whose
+        lengths add up to the input's length (``out_frames`` when given). ``where`` names the input
+        in errors.
+        """
+        t_start = time.perf_counter()
+        if self._keeps_heap():
+            keep_freed_memory()  # buffers are reused instead of page-faulted in anew
+        track = self._open(reader, sink, mix_channels, where, out_rate, out_frames)
+        for block in reader:
+            track.frames_in += block.shape[0]
+            self._feed(track, track.resample_in(track.layout.downmix(block)))
+        if track.frames_in == 0:
+            raise AudioError(f"{where}: the audio holds no samples")
+        self._finish(track)
+        return TrackStats(sample_rate=track.sr_out, channels=track.layout.channels, frames=track.frames,
+                          model_rate=track.sr_model, chunks=track.chunks, downmixed=track.layout.downmixed,
+                          seconds=time.perf_counter() - t_start, held_samples=getattr(track, "held_peak", 0))
+

@@ -25,20 +25,18 @@ fragmented heap would double the peak RSS, 2.2 -> 4.7 GB).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
-from sepcluster.errors import AudioError, ConfigError
-from sepcluster.memory import keep_freed_memory
+from sepcluster.errors import ConfigError
 
 from .chunking import StreamResampler
 from .estimator_base import WAVEFORM
 from .overlap import SampleBuffer
-from .stages import ChannelLayout, StemOutput, TrackStats
+from .stages import BlockEngine, ChannelLayout, StemOutput
 
 __all__ = ["WaveformEngine"]
 
@@ -73,7 +71,7 @@ class _Track:
         return held + (self.mixture.buf.shape[0] if self.mixture is not None else 0)
 
 
-class WaveformEngine:
+class WaveformEngine(BlockEngine):
     """Runs a waveform estimator (:mod:`sepcluster.separate.waveform_estimators`) over a track in the
     reference's chunks (see the module docstring).
 
@@ -93,29 +91,8 @@ class WaveformEngine:
         self.batch_chunks = max(1, int(batch_chunks or getattr(estimator, "batch_size", 1) or 1))
         self.downmix = bool(downmix)
 
-    def run(self, reader, sink: Callable[[dict], None], *, mix_channels: Optional[int] = None, where: str = "audio",
-            out_rate: Optional[int] = None, out_frames: Optional[int] = None) -> TrackStats:
-        """Separate the blocks of ``reader`` and hand the stems to ``sink``.
-
-        reader: iterable of ``float32 (frames, channels)`` blocks with ``sample_rate`` and
-        ``channels`` attributes (the mixture; waveform estimators take no references). sink:
-        called with ``{output name: float32 (frames, channels)}`` blocks at the input rate
-        (``out_rate`` when given: the reader is then already at the model rate), in order,
-        whose lengths add up to the input's length (``out_frames`` when given).
-        """
-        t_start = time.perf_counter()
-        if getattr(self.estimator, "keep_heap", False):
-            keep_freed_memory()  # activations are reused instead of page-faulted in anew
-        track = self._open(reader, sink, mix_channels, where, out_rate, out_frames)
-        for block in reader:
-            track.frames_in += block.shape[0]
-            self._feed(track, track.resample_in(track.layout.downmix(block)))
-        if track.frames_in == 0:
-            raise AudioError(f"{where}: the audio holds no samples")
-        self._finish(track)
-        return TrackStats(sample_rate=track.sr_out, channels=track.layout.channels, frames=track.frames,
-                          model_rate=track.sr_model, chunks=track.chunks, downmixed=track.layout.downmixed,
-                          seconds=time.perf_counter() - t_start, held_samples=track.held_peak)
+    def _keeps_heap(self) -> bool:
+        return bool(getattr(self.estimator, "keep_heap", False))
 
     def _open(self, reader, sink, mix_channels, where, out_rate, out_frames) -> _Track:
         est = self.estimator

@@ -69,12 +69,7 @@ def evaluate_heldout(bundle: str, stems_dir: str, songs: Optional[Iterable[str]]
                 ref_t = torch.from_numpy(np.ascontiguousarray(ref.T[None]))
                 est = istft(model(mag) * phase, length=length)
                 per[t][song] = {"sisdr": float(si_sdr(est, ref_t)[0]), "mix_sisdr": float(si_sdr(mix_t, ref_t)[0])}
-    out: dict = {"bundle": storage.redact(bundle), "stems": storage.redact(stems_dir), "songs": chosen, "targets": {}}
-    for t, rows in per.items():
-        s = float(np.mean([r["sisdr"] for r in rows.values()]))
-        m = float(np.mean([r["mix_sisdr"] for r in rows.values()]))
-        out["targets"][t] = {"sisdr": s, "mix_sisdr": m, "improvement": s - m, "per_song": rows}
-    return out
+    return _summary(bundle, stems_dir, chosen, per)
 
 
 def _evaluate_separator(path: str, stems_dir: str, songs, targets, max_seconds) -> dict:
@@ -111,7 +106,12 @@ def _evaluate_separator(path: str, stems_dir: str, songs, targets, max_seconds) 
                 else torch.zeros_like(mix_t)
             est_t = torch.from_numpy(np.ascontiguousarray(est[t].T[None]))
             per[t][song] = {"sisdr": float(si_sdr(est_t, ref)[0]), "mix_sisdr": float(si_sdr(mix_t, ref)[0])}
-    out: dict = {"bundle": storage.redact(path), "stems": storage.redact(stems_dir), "songs": chosen, "targets": {}}
+    return _summary(path, stems_dir, chosen, per)
+
+
+def _summary(model: str, stems_dir: str, chosen: list, per: dict) -> dict:
+    """The held-out result: per target the mean SI-SDR of the estimates and of the mixture, and per song."""
+    out: dict = {"bundle": storage.redact(model), "stems": storage.redact(stems_dir), "songs": chosen, "targets": {}}
     for t, rows in per.items():
         s = float(np.mean([r["sisdr"] for r in rows.values()]))
         m = float(np.mean([r["mix_sisdr"] for r in rows.values()]))

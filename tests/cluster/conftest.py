@@ -61,6 +61,18 @@ class Services:
         self.workers_started = len(cluster.pids) - 1
 
     # ---------------------------------------------------------------- jobs
+    def poll(self, what: str, check, sid: str, timeout: float = 300.0):
+        """``check()``'s first truthy value, polled while job ``sid`` runs (its logs in the failure)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = check()
+            if value:
+                return value
+            status = self.client.get_job_status(sid)
+            assert not status.is_terminal(), f"job ended ({status}) before {what}:\n{self.logs(sid)[-4000:]}"
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
     def submit(self, entrypoint: str, env_vars: dict | None = None) -> str:
         """Submit ``entrypoint`` (run in the uploaded working dir). The MLflow server's URI goes in
         the runtime env, as ``cluster/runtime_env.yaml`` suggests; S3 keys come from the nodes."""

@@ -19,18 +19,6 @@ from tests.cluster.conftest import RECIPE, TINY_TRAIN, local_mixture, mlflow_run
 pytestmark = pytest.mark.slow
 
 
-def _poll(what: str, check, services, sid: str, timeout: float = 300.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        status = services.client.get_job_status(sid)
-        assert not status.is_terminal(), f"job ended ({status}) before {what}:\n{services.logs(sid)[-4000:]}"
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _finishes_or_stalls(services, sid: str, out, stall_seconds: float) -> bool:
     """Wait until job ``sid`` ends (True) or commits no shard for ``stall_seconds`` (False)."""
     count, since = -1, time.time()
@@ -65,7 +53,7 @@ def test_worker_node_lost_mid_generate_dataset_complete(services, stem_library, 
         return any(a.state == "ALIVE" and names.get(a.node_id) == worker
                    for a in services.actors(sid, "MixerActor"))
 
-    _poll("an actor on the worker node and a committed shard", worker_busy, services, sid)
+    services.poll("an actor on the worker node and a committed shard", worker_busy, sid)
     done_before = len(glob.glob(str(out / "shard-*.parquet")))
     stopped = services.stop_worker()
     # the head's actor alone must finish the job: no node is added until it has or it stalls
@@ -111,8 +99,8 @@ def test_worker_node_lost_mid_train_resumes_from_checkpoint(services, stem_libra
         **TINY_TRAIN, "epochs": epochs, "samples_per_epoch": 256, "data": str(stem_library), "targets": "vocals",
         "num_workers": 2, "run_name": "ft", "storage_path": str(runs), "out": str(bundle)})
     sid = services.submit(f"python jobs/train.py --config {config}")
-    _poll("the checkpoint of epoch 1", lambda: [m for m in checkpoint_metas(runs, "ft-vocals") if m["epoch"] >= 1],
-          services, sid, timeout=400)
+    services.poll("the checkpoint of epoch 1", lambda: [m for m in checkpoint_metas(runs, "ft-vocals") if m["epoch"] >= 1],
+                  sid, timeout=400)
     stopped = services.stop_worker()
     started = services.add_worker()  # 2 DDP workers need 2 nodes: the group restarts once it joins
     info, logs = services.wait(sid)

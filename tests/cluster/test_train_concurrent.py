@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -15,18 +14,6 @@ from tests.cluster.conftest import TINY_TRAIN, mlflow_runs
 from tests.conftest import checkpoint_metas
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_for(what: str, check, services, sid: str, timeout: float = 400.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        status = services.client.get_job_status(sid)
-        assert not status.is_terminal(), f"job ended ({status}) before {what}:\n{services.logs(sid)[-4000:]}"
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _spans(meta: dict) -> list:
@@ -51,8 +38,8 @@ def test_two_targets_train_at_once_and_a_killed_worker_resumes(services, stem_li
         "targets": "vocals,drums", "num_workers": 1, "run_name": "fan", "storage_path": str(runs),
         "out": str(bundle)})
     sid = services.submit(f"python jobs/train.py --config {config}")
-    metas = _wait_for("drums' checkpoint of epoch 1",
-                      lambda: [m for m in checkpoint_metas(runs, "fan-drums") if m["epoch"] >= 1], services, sid)
+    metas = services.poll("drums' checkpoint of epoch 1",
+                          lambda: [m for m in checkpoint_metas(runs, "fan-drums") if m["epoch"] >= 1], sid, timeout=400)
     killed = metas[-1]["attempts"][-1]["pids"][0]
     os.kill(killed, signal.SIGKILL)  # the drums trainer's only worker, mid-run
     info, logs = services.wait(sid)
