@@ -1,8 +1,6 @@
 """``python -m sepcluster ...``: the same as the ``sepcluster`` command."""
 
-import sys
-
-from sepcluster.cli import main
+from sepcluster.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

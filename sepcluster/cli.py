@@ -158,5 +158,34 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``sepcluster`` command and ``python -m sepcluster``: :func:`main`, then :func:`exit_now`."""
+    exit_now(main())
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code`` the way the interpreter does, without its module teardown.
+
+    What Python does at exit runs first, in its order: non-daemon threads are joined (a Ray
+    shutdown still running, thread pools), the ``atexit`` handlers run (Ray's, MLflow's, ...),
+    logging is flushed and closed, stdout/stderr are flushed. Only the garbage collection of every
+    loaded module is skipped: with torch, Ray and MLflow loaded it takes about 1.2 s on 2 CPUs,
+    an eighth of a small job's wall time. Every file the jobs write is closed (atomic writes)
+    before they return, so nothing is lost.
+    """
+    import atexit
+    import threading
+
+    threading._shutdown()  # what Py_FinalizeEx does first: join non-daemon threads, their atexit hooks
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(int(code))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

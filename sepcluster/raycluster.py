@@ -64,15 +64,17 @@ def _runtime_env() -> dict:
     return {"env_vars": env}
 
 
-def _connect(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional[int]) -> None:
-    """``ray.init``. By default the workers' own output (Ray Train's and Ray Data's internals) stays in
-    Ray's log files and the driver shows only warnings: each job prints progress bars and a summary
-    instead. :func:`verbose` forwards everything, as Ray does by default."""
+def _connect(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional[int]) -> bool:
+    """``ray.init``; True when it started a new local Ray. By default the workers' own output (Ray
+    Train's and Ray Data's internals) stays in Ray's log files and the driver shows only warnings:
+    each job prints progress bars and a summary instead. :func:`verbose` forwards everything, as Ray
+    does by default."""
     import logging
 
     import ray
 
     ray_environment()
+    worker_env()  # sets the MLflow default before a new local Ray inherits the environment
     loud = verbose()
     if not loud:
         _drop_setting_notices()
@@ -81,11 +83,18 @@ def _connect(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional
     if address and address != "local":
         ray.init(address=address, runtime_env=_runtime_env(), **quiet)
     else:
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                 runtime_env=_runtime_env(), **quiet)
+        # A new local Ray: its raylet and workers inherit this process's environment, so the
+        # forwarded settings reach them without a runtime env, and the workers Ray prestarts at
+        # node start serve the job (a runtime env, even of env_vars only, makes Ray start other
+        # workers for it: about 1 s more for ray.init and 1 s more for the first tasks on 2 CPUs).
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
     if not loud:
         for name in ("ray", "ray.data", "ray.train", "ray.tune"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # Ray Data's advice to set `memory=` on operators the user does not write (a BSS Eval task
+        # of a 3-minute track holds about 4 GB): shown with --verbose only
+        logging.getLogger("ray.data._internal.issue_detection").setLevel(logging.ERROR)
+    return not (address and address != "local")
 
 
 # Ray's notices about settings sepcluster chose on purpose (token auth on a local Ray that has a
@@ -122,14 +131,42 @@ def session(address: Optional[str] = None, num_cpus: Optional[int] = None,
     """
     import ray
 
+    _wait_for_shutdown()
     if ray.is_initialized():
         yield
         return
-    _connect(address, num_cpus, num_gpus)
+    started_here = _connect(address, num_cpus, num_gpus)
     try:
         yield
     finally:
-        ray.shutdown()
+        if started_here:
+            _shutdown_in_background()
+        else:
+            ray.shutdown()
+
+
+# Stopping a local Ray takes about 1.4 s (Ray stops its processes one by one, each given up to 1 s to
+# exit): a session that started one stops it in a thread, so the job writes its results meanwhile.
+# The thread is not a daemon (the process waits for it before it exits) and the next use of Ray in
+# this process (session, init, shutdown) waits for it first.
+_SHUTDOWN: Optional["threading.Thread"] = None
+
+
+def _shutdown_in_background() -> None:
+    global _SHUTDOWN
+    import threading
+
+    import ray
+
+    _SHUTDOWN = threading.Thread(target=ray.shutdown, name="sepcluster-ray-shutdown")
+    _SHUTDOWN.start()
+
+
+def _wait_for_shutdown() -> None:
+    global _SHUTDOWN
+    if _SHUTDOWN is not None:
+        _SHUTDOWN.join()
+        _SHUTDOWN = None
 
 
 def init(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
@@ -140,6 +177,7 @@ def init(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus
     """
     import ray
 
+    _wait_for_shutdown()
     if not ray.is_initialized():
         _connect(address, num_cpus, num_gpus)
 
@@ -148,6 +186,7 @@ def shutdown() -> None:
     """Disconnect from Ray (stopping the local Ray when this process started it)."""
     import ray
 
+    _wait_for_shutdown()
     if ray.is_initialized():
         ray.shutdown()
 

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from . import storage
 
@@ -121,6 +121,32 @@ def _mlflow():
     mlflow = _import_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
+
+
+def prepare_in_background(job: str) -> Callable[[], None]:
+    """Import mlflow and get or create ``job``'s experiment in a thread (about 1.5 s on 2 CPUs, more
+    on a new store) while the driver starts Ray; returns a function that waits for it and raises
+    what it raised. Runs are still opened in the calling thread (MLflow's active run is per thread).
+    A tracking server is checked first, in the calling thread: a dead one stops the job before Ray starts."""
+    import threading
+
+    check_server()
+    failure: list = []
+
+    def work() -> None:
+        try:
+            experiment_id(job)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name=f"sepcluster-mlflow-{job}", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failure:
+            raise failure.pop()
+    return wait
 
 
 def experiment_id(job: str) -> str:

@@ -51,3 +51,28 @@ def test_config_file_unknown_key_is_an_error(tmp_path, capsys):
 def test_missing_config_file_is_an_error(tmp_path, capsys):
     assert cli.main(["generate", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_exit_now_runs_what_python_runs_at_exit(tmp_path):
+    """The command skips only the interpreter's module teardown: non-daemon threads finish, atexit
+    handlers run, buffered output is flushed, and the exit code is the job's."""
+    code = (
+        "import atexit, logging, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from sepcluster import cli\n"
+        f"folder = Path({str(tmp_path)!r})\n"
+        "atexit.register(lambda: (folder / 'atexit').write_text('ran'))\n"
+        "def late():\n"
+        "    time.sleep(0.5)\n"
+        "    (folder / 'thread').write_text('done')\n"
+        "threading.Thread(target=late).start()\n"
+        "logging.basicConfig(filename=str(folder / 'log.txt'), level=logging.INFO)\n"
+        "logging.getLogger('x').info('logged line')\n"
+        "sys.stdout.write('no newline, buffered')\n"
+        "cli.exit_now(3)\n"
+        "print('never reached')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "no newline, buffered"
+    assert (tmp_path / "thread").read_text() == "done" and (tmp_path / "atexit").read_text() == "ran"
+    assert "logged line" in (tmp_path / "log.txt").read_text()

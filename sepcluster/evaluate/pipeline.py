@@ -87,6 +87,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     """
     if isinstance(references, (str, os.PathLike)):
         references = storage.absolute(str(references))
+    from .. import tracking
     from ..separate import model_uri
 
     estimates, out, separate_with = storage.absolute(estimates), storage.absolute(out), model_uri(separate_with)
@@ -108,6 +109,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     for it in items:
         it["options"] = options
     cpus = num_cpus if num_cpus is not None else (1.0 if BSS in asked else 0.5)
+    mlflow_ready = tracking.prepare_in_background("evaluate") if log_mlflow else None  # while Ray works
     rows = pd.DataFrame(_run_ray(items, address=address, num_cpus=cpus,
                                  num_gpus=1.0 if (device and str(device).startswith("cuda")) else 0.0))
     meta = {"sepcluster.engine": engine, "sepcluster.window": window, "sepcluster.hop": hop,
@@ -120,7 +122,8 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
                                "n_skipped_catalog_rows": int(skipped_rows)})
     summary["wall_seconds"] = time.perf_counter() - t_start
     write_summary(summary, out)
-    if log_mlflow:
+    if mlflow_ready:
+        mlflow_ready()
         _log_run(summary, references, estimates or f"separate-with:{separate_with}", out, targets)
     return summary
 

@@ -20,7 +20,7 @@ from typing import Optional
 from sepcluster import storage
 from sepcluster.errors import ConfigError
 
-from .estimators import RESIDUAL_NAME
+from .estimator_base import RESIDUAL_NAME
 
 ORACLE_KIND = "oracle"
 

@@ -177,3 +177,11 @@ def test_cuda_matches_cpu():  # pragma: no cover - only with a GPU
     gpu = bsseval.bss_eval(r, e, window=rate, hop=rate, device="cuda")
     for a, b in zip(cpu[:4], gpu[:4]):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_fft_sizes_are_scipys_next_fast_len():
+    """The padded FFT length (museval pads with scipy's next_fast_len) without importing scipy.fft."""
+    import scipy.fft
+
+    sizes = list(range(1, 5000)) + [n + d for n in (44100, 2 * 44100, 30 * 44100, 3 * 2 ** 20) for d in range(-2, 3)]
+    assert [bsseval._next_fast_len(n) for n in sizes] == [scipy.fft.next_fast_len(n, real=True) for n in sizes]

@@ -1,0 +1,60 @@
+"""The Ray session policy (:mod:`sepcluster.raycluster`) on a real local Ray."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sepcluster import raycluster
+
+
+@pytest.fixture
+def no_ray(monkeypatch, tmp_path):
+    import ray
+
+    raycluster.shutdown()
+    assert not ray.is_initialized()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("SEPCLUSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    raycluster.shutdown()
+
+
+def _alive(pids: list) -> list:
+    """The processes of ``pids`` still running (not gone, not zombies), from /proc."""
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def test_a_new_local_ray_serves_the_forwarded_settings_and_stops_in_the_background(no_ray):
+    """Workers of a local Ray started by a session see the settings the jobs forward (inherited: no
+    runtime env); leaving the session stops that Ray in a thread, and the next use waits for it."""
+    import ray
+
+    @ray.remote
+    def settings() -> dict:
+        return {k: os.environ.get(k) for k in ("SEPCLUSTER_HOME", "MLFLOW_TRACKING_URI", "RAY_USAGE_STATS_ENABLED")}
+
+    with raycluster.session(num_cpus=1):
+        seen = ray.get(settings.remote())
+        node = ray._private.worker._global_node
+        pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    assert seen["SEPCLUSTER_HOME"] == os.environ["SEPCLUSTER_HOME"]
+    assert seen["MLFLOW_TRACKING_URI"] == os.environ["MLFLOW_TRACKING_URI"]  # the default the driver set
+    assert seen["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert pids
+    with raycluster.session(num_cpus=1):  # waits for the first Ray to stop, then starts its own
+        assert ray.cluster_resources()["CPU"] == 1.0
+        assert not _alive(pids)
+    raycluster.shutdown()  # waits for the second stop
+    assert not ray.is_initialized()
