@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="GPU share of each separating actor (0.5 packs two actors on one GPU; default 1)")
     ray.add_argument("--num-actors", type=int,
                      help="separating actors (default: every GPU / --gpus-per-actor, else CPUs // 4)")
+    ray.add_argument("--tracks-per-actor", type=int,
+                     help="tracks each actor separates at once, their chunks sharing model calls of --batch-size "
+                          "chunks (batching across tracks; default 4 on GPU, 1 on CPU)")
     ray.add_argument("--inline-seconds", type=float, default=600.0,
                      help="tracks up to this length are decoded by CPU tasks; longer ones stream in the actor")
     ray.add_argument("--run-name", help="MLflow run name")
@@ -97,6 +100,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                        num_actors=args.num_actors, inline_seconds=args.inline_seconds, double=args.double,
                        limit=args.limit, run_name=args.run_name, model_type=args.model_type,
                        model_config=args.model_config, precision=args.precision,
-                       gpus_per_actor=args.gpus_per_actor, layout=args.layout, clip=args.clip)
+                       gpus_per_actor=args.gpus_per_actor, layout=args.layout, clip=args.clip,
+                       tracks_per_actor=args.tracks_per_actor)
     print(summary.format())
     return summary.exit_code

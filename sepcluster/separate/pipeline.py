@@ -34,6 +34,7 @@ error too. The summary counts them and :attr:`SeparateSummary.exit_code` is 1 if
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -112,7 +113,7 @@ class SeparateSummary:
 # driver
 
 def _resources(device: Optional[str], num_actors: Optional[int], batch_chunks: Optional[int],
-               gpus_per_actor: float = 1.0) -> dict:
+               gpus_per_actor: float = 1.0, tracks_per_actor: Optional[int] = None) -> dict:
     """Actors, their resources and torch threads: on GPUs, ``gpus_per_actor`` of a GPU each and by
     default as many actors as fit on every GPU of every node; on CPUs, fractional ``num_cpus`` so
     the prepare tasks always find a CPU."""
@@ -136,7 +137,8 @@ def _resources(device: Optional[str], num_actors: Optional[int], batch_chunks: O
         remote = {"num_cpus": per_actor}
         threads = max(1, cpus // actors)
     return {"device": str(device), "actors": actors, "remote": remote, "threads": threads,
-            "batch_chunks": int(batch_chunks or (4 if use_gpu else 1))}
+            "batch_chunks": int(batch_chunks or (4 if use_gpu else 1)),
+            "tracks_per_actor": int(tracks_per_actor or (4 if use_gpu else 1))}
 
 
 def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
@@ -149,7 +151,8 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
              inline_seconds: float = DEFAULT_INLINE_SECONDS, eps: Optional[float] = 1e-10, double: bool = False,
              limit: Optional[int] = None, run_name: Optional[str] = None, num_cpus: Optional[int] = None,
              model_type: Optional[str] = None, model_config: Optional[str] = None, precision: str = "fp32",
-             gpus_per_actor: float = 1.0, layout: str = "tracks", clip: Optional[str] = None) -> SeparateSummary:
+             gpus_per_actor: float = 1.0, layout: str = "tracks", clip: Optional[str] = None,
+             tracks_per_actor: Optional[int] = None) -> SeparateSummary:
     """Separate every track of ``input`` into ``out`` with a model (``model``) or an oracle.
 
     Args:
@@ -167,31 +170,30 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
         niter, softmask, residual, eps, double: Wiener filter options of spectrogram models
             (:func:`sepcluster.separate.wiener.wiener`); ``residual`` adds ``accompaniment``
             (the mixture minus the targets) for every kind.
-        oracle: ``"irm"`` (or ``irm1``/``irm2``) instead of a model (MUSDB-layout inputs).
-        subsets: read ``input`` as a MUSDB root: e.g. ``["test"]`` or ``["train", "test"]``.
+        oracle: ``"irm"`` (or ``irm1``/``irm2``) instead of a model (MUSDB-layout inputs). subsets: read
+            ``input`` as a MUSDB root: e.g. ``["test"]`` or ``["train", "test"]``.
         overwrite: redo tracks already done. downmix: average > 2 channels to mono.
         address: Ray address (None: ``RAY_ADDRESS`` or a new local Ray; an open session is reused).
         device: ``cpu``/``cuda`` (default: cuda when the cluster has GPUs); ``precision``: ``fp32``,
             ``bf16`` or ``fp16`` autocast on CUDA; ``gpus_per_actor``: 0.5 packs two actors on a GPU.
         chunk_seconds, overlap_seconds: spectrogram models' chunking (waveform models use their own
             segment and overlap); batch_chunks: chunks per model call.
-        num_actors: separating actors (default: every GPU / ``gpus_per_actor``, else CPUs // 4).
-        clip: stems above +-1: :func:`~sepcluster.separate.engine.check_clip` (clamp, rescale, none).
-        inline_seconds: tracks up to this length are decoded by the CPU tasks; longer ones stream
-            inside the actor. limit: only the first ``limit`` inputs.
+        num_actors: separating actors (default: every GPU / ``gpus_per_actor``, else CPUs // 4), each
+            separating ``tracks_per_actor`` tracks at once (default 4 on GPUs, 1 on CPUs; :mod:`.batching`).
+        clip: stems above +-1: :func:`~sepcluster.separate.engine.check_clip` (clamp, rescale, none). limit:
+            only the first ``limit`` inputs. inline_seconds: tracks up to this length are decoded by the
+            CPU tasks; longer ones stream inside the actor.
 
-    Returns a :class:`SeparateSummary` (``exit_code`` 1 when a track failed). Raises
-    ConfigError/DataError/StorageError for bad arguments, an unreadable ``input``/``model`` or an
-    ``out`` that cannot be written, before any track is touched.
+    Returns a :class:`SeparateSummary` (``exit_code`` 1 when a track failed). Raises ConfigError/DataError/
+    StorageError for bad arguments, an unreadable input/model or an unwritable ``out``, before any track.
     """
-    from sepcluster import tracking
+    from sepcluster import raycluster, tracking
 
     inputs = [storage.absolute(u) for u in ([input] if isinstance(input, str) else list(input or []))]
     model, out = separators.absolute(model), storage.absolute(out)
-    if chunk_seconds is not None and float(chunk_seconds) <= 0:
-        chunk_seconds = None
+    chunk_seconds = None if chunk_seconds is not None and float(chunk_seconds) <= 0 else chunk_seconds
     fmt = _check_arguments(inputs, out, format, bits, niter, chunk_seconds, overlap_seconds, precision,
-                           gpus_per_actor, layout, clip)
+                           gpus_per_actor, layout, clip, tracks_per_actor)
     t_start = time.perf_counter()
     spec, targets, outputs = _plan_outputs(model, oracle, targets, residual, model_type, model_config)
     cfg = dict(out=out, targets=targets, format=fmt, bits=int(bits), niter=int(niter), softmask=bool(softmask),
@@ -205,20 +207,29 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
     todo, names = _todo(tracks, out, outputs, spec, cfg["settings_id"], overwrite)
     summary = SeparateSummary(out=out, catalog_uri=catalog.catalog_uri(out), tracks_total=len(tracks),
                               tracks_skipped=len(tracks) - len(todo), outputs=outputs, bundle_id=spec.bundle_id)
-    with tracking.job_run("separate", _params(model, oracle, inputs, out, subsets, outputs, cfg, overwrite, spec),
-                          run_name=run_name) as run:
-        summary.run_id = run.info.run_id
-        tracking.log_metrics({"tracks_total": len(tracks), "tracks_skipped": summary.tracks_skipped,
-                              "tracks_todo": len(todo)})
-        if todo:
-            _run_ray(todo, names, summary, cfg, address=address, device=device, num_actors=num_actors,
-                     batch_chunks=batch_chunks, num_cpus=num_cpus, gpus_per_actor=gpus_per_actor)
-        table = catalog.consolidate(out, metadata={"sepcluster.bundle_id": spec.bundle_id,
-                                                   "sepcluster.outputs": ",".join(outputs),
-                                                   "sepcluster.mlflow_run_id": summary.run_id or ""})
-        summary.wall_seconds = time.perf_counter() - t_start
-        _log_summary(summary, table.num_rows)
+    mlflow_ready = tracking.prepare_in_background("separate")  # while Ray starts: small jobs wait for one
+    with raycluster.session(address, num_cpus=num_cpus) if todo else contextlib.nullcontext():
+        mlflow_ready()
+        with tracking.job_run("separate", _params(model, oracle, inputs, out, subsets, outputs, cfg, overwrite,
+                                                  spec), run_name=run_name) as run:
+            summary.run_id = run.info.run_id
+            tracking.log_metrics({"tracks_total": len(tracks), "tracks_skipped": summary.tracks_skipped,
+                                  "tracks_todo": len(todo)})
+            if todo:
+                _run_ray(todo, names, summary, cfg, address=address, device=device, num_actors=num_actors,
+                         batch_chunks=batch_chunks, num_cpus=num_cpus, gpus_per_actor=gpus_per_actor,
+                         tracks_per_actor=tracks_per_actor)
+            _finish(summary, spec, t_start)
     return summary
+
+
+def _finish(summary: SeparateSummary, spec, t_start: float) -> None:
+    """The catalog consolidated (with the run's metadata), the summary's wall time, MLflow metrics."""
+    table = catalog.consolidate(summary.out, metadata={"sepcluster.bundle_id": spec.bundle_id,
+                                                       "sepcluster.outputs": ",".join(summary.outputs),
+                                                       "sepcluster.mlflow_run_id": summary.run_id or ""})
+    summary.wall_seconds = time.perf_counter() - t_start
+    _log_summary(summary, table.num_rows)
 
 
 # every setting besides the model that changes what is written for a track that separates (downmix only
@@ -261,7 +272,8 @@ def _params(model, oracle, inputs, out, subsets, outputs, cfg: dict, overwrite: 
 
 
 def _check_arguments(inputs: list, out, format: str, bits: int, niter: int, chunk_seconds, overlap_seconds,
-                     precision: str, gpus_per_actor: float, layout: str, clip: Optional[str] = None) -> str:
+                     precision: str, gpus_per_actor: float, layout: str, clip: Optional[str] = None,
+                     tracks_per_actor: Optional[int] = None) -> str:
     """ConfigError naming the option for a bad argument; returns the output format in lower case."""
     if not inputs:
         raise ConfigError("input", "is required (files, folders, s3:// prefixes or manifests to separate)")
@@ -282,6 +294,8 @@ def _check_arguments(inputs: list, out, format: str, bits: int, niter: int, chun
         raise ConfigError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not 0 < float(gpus_per_actor) <= 1:
         raise ConfigError("gpus-per-actor", f"must be in (0, 1], got {gpus_per_actor}")
+    if tracks_per_actor is not None and int(tracks_per_actor) < 1:
+        raise ConfigError("tracks-per-actor", f"must be >= 1, got {tracks_per_actor}")
     if layout not in LAYOUTS:
         raise ConfigError("layout", f"must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     return fmt
@@ -345,15 +359,15 @@ def _log_summary(summary: SeparateSummary, catalog_rows: int) -> None:
 
 
 def _run_ray(todo: list, names: dict, summary: SeparateSummary, cfg: dict, *, address, device, num_actors,
-             batch_chunks, num_cpus, gpus_per_actor: float = 1.0) -> None:
+             batch_chunks, num_cpus, gpus_per_actor: float = 1.0, tracks_per_actor: Optional[int] = None) -> None:
     """Separate ``todo`` on the Ray Data pipeline; tracks that produced no row become error rows."""
     from sepcluster import raycluster
 
     with raycluster.session(address, num_cpus=num_cpus):
-        res = _resources(device, num_actors, batch_chunks, gpus_per_actor)
+        res = _resources(device, num_actors, batch_chunks, gpus_per_actor, tracks_per_actor)
         # batch_size: what the user asked for (a waveform model's own default otherwise)
         cfg = dict(cfg, device=res["device"], threads=res["threads"], batch_chunks=res["batch_chunks"],
-                   batch_size=batch_chunks)
+                   batch_size=batch_chunks, tracks_per_actor=res["tracks_per_actor"])
         seen, failure = _collect_rows(_dataset(todo, names, cfg, res), len(todo), summary)
     # tracks that produced no row: their worker died repeatedly, or the pipeline failed
     for t in todo:
@@ -376,7 +390,7 @@ def _dataset(todo: list, names: dict, cfg: dict, res: dict):
     ds = ds.map(prepare, fn_kwargs={"cfg": cfg}, num_cpus=0.5)
     # Ray Data restarts a dead actor and retries its track; the worker counts the attempts
     # (catalog.start_attempt) and records a track whose worker died MAX_ATTEMPTS times as an error
-    return ds.map_batches(worker_class(cfg), batch_size=1,
+    return ds.map_batches(worker_class(cfg), batch_size=res["tracks_per_actor"],
                           compute=ray.data.ActorPoolStrategy(size=res["actors"]), **res["remote"])
 
 

@@ -20,6 +20,7 @@ from sepcluster import storage
 from sepcluster.errors import AudioError, SepclusterError
 
 from . import catalog
+from .estimator_base import SPECTROGRAM
 
 DRIVER_COLUMNS = ("key", "track", "target", "status", "error", "source_uri", "duration", "peak", "clipping")
 
@@ -100,16 +101,49 @@ class SeparateWorker:
                                         residual=cfg["residual"], eps=cfg["eps"], double=cfg["double"],
                                         device=self.device, precision=cfg.get("precision") or "fp32",
                                         batch_size=cfg.get("batch_size"))
+        self.shared = None
+        if int(cfg.get("tracks_per_actor") or 1) > 1:  # several tracks at once share the model's calls
+            from .batching import SharedBatches
+
+            size = cfg.get("batch_size") or getattr(self.estimator, "batch_size", None) or cfg.get("batch_chunks")
+            self.shared = SharedBatches(self.estimator, int(size or 1))
 
     def __call__(self, batch: dict) -> dict:
-        n = len(batch["key"])
-        out_rows: list = []
-        for i in range(n):
-            row = {k: v[i] for k, v in batch.items()}
-            out_rows.extend(self.process(row))
-        return {c: [r.get(c) for r in out_rows] for c in DRIVER_COLUMNS}
+        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(batch["key"]))]
+        if self.shared is None or len(rows) == 1:
+            done = [self.process(row) for row in rows]
+        else:
+            done = self._at_once(rows)
+        return {c: [r.get(c) for rs in done for r in rs] for c in DRIVER_COLUMNS}
 
-    def process(self, row: dict) -> list:
+    def _at_once(self, rows: list) -> list:
+        """The tracks of ``rows`` separated at once, one thread each, their chunks batched together
+        (:mod:`sepcluster.separate.batching`); each track's rows, in order."""
+        import threading
+
+        done: list = [[] for _ in rows]
+        errors: list = []
+        all_in = threading.Barrier(len(rows))  # every track takes part before the first model call
+
+        def work(i: int) -> None:
+            try:
+                with self.shared.track():
+                    all_in.wait()
+                    done[i] = self.process(rows[i], self.shared)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below (the actor's retry logic)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,), name=f"separate-track-{i}") for i in range(len(rows))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return done
+
+    def process(self, row: dict, estimator=None) -> list:
+        """Separate one track (``estimator``: this worker's, or the shared batches of :meth:`_at_once`)."""
         import json as _json
 
         from sepcluster.audiostream import ArrayReader
@@ -117,7 +151,7 @@ class SeparateWorker:
         from .engine import separate_file, write_stems
 
         cfg = self.cfg
-        est = self.estimator
+        est = estimator or self.estimator
         ext = cfg["format"]
         track = str(row["track"])
         folder = output_folder(cfg, track, row.get("subset"))
@@ -133,8 +167,11 @@ class SeparateWorker:
         else:
             try:
                 _clean_stale_temps(folder)
+                # spectrogram models: the pipeline's chunks per call; waveform models: the user's
+                # --batch-size, else their estimator's own (on the CPU: its parallel chunks)
+                batch = cfg["batch_chunks"] if est.domain == SPECTROGRAM else cfg.get("batch_size")
                 common = dict(format=ext, bits=cfg["bits"], device=self.device, chunk_seconds=cfg["chunk_seconds"],
-                              overlap_seconds=cfg["overlap_seconds"], batch_chunks=cfg["batch_chunks"],
+                              overlap_seconds=cfg["overlap_seconds"], batch_chunks=batch,
                               downmix=cfg["downmix"], clip=cfg.get("clip"))
                 if row["mode"] == "inline":
                     audio_arr = row["audio"]

@@ -313,16 +313,19 @@ def test_demucs_and_roformer_files_separate_a_catalog_as_their_references(tmp_pa
     th = save_demucs(small_htdemucs(), tmp_path / "htdemucs.th")
     ckpt, config = save_roformer("bs_roformer", tmp_path, "bs", stems=1)
     mixture = sf.read(str(src / "a.wav"), dtype="float32", always_2d=True)[0]
+    demucs_expected = {s: x for s, x in zip(demucs_reference(th).sources, apply_model(demucs_reference(th), mixture))}
     cases = {
-        "demucs": (dict(model=str(th)), {s: x for s, x in zip(demucs_reference(th).sources,
-                                                             apply_model(demucs_reference(th), mixture))}),
-        "bs_roformer": (dict(model=str(ckpt), model_config=str(config)),
+        "demucs": ("demucs", dict(model=str(th)), demucs_expected),
+        # both tracks in one actor call, their chunks sharing model calls (batching across tracks)
+        "demucs-2-tracks-at-once": ("demucs", dict(model=str(th), tracks_per_actor=2, batch_chunks=4),
+                                    demucs_expected),
+        "bs_roformer": ("bs_roformer", dict(model=str(ckpt), model_config=str(config)),
                         msst_demix("bs_roformer", ckpt, config, mixture)),
     }
-    for kind, (how, reference) in cases.items():
-        out = tmp_path / f"out-{kind}"
+    for name, (kind, how, reference) in cases.items():
+        out = tmp_path / f"out-{name}"
         s = separate(input=str(src), out=str(out), format="wav", bits=32, **how)
-        assert (s.tracks_done, s.tracks_failed) == (2, 0), kind
+        assert (s.tracks_done, s.tracks_failed) == (2, 0), name
         rows = _by_track(_rows(out))
         assert set(rows["a"]) == set(reference), kind
         for target, row in rows["a"].items():
