@@ -100,9 +100,14 @@ def main(argv=None) -> int:
     ap.add_argument("--catalog", action="store_true", help="the evaluate job on a synthetic catalog instead")
     ap.add_argument("--catalog-tracks", type=int, default=200, help="catalog tracks (default 200)")
     ap.add_argument("--catalog-seconds", type=float, default=180.0, help="catalog track length (default 180)")
-    ap.add_argument("--bss-tracks", type=int, default=8, help="tracks scored with bss (default 8)")
+    ap.add_argument("--bss-tracks", type=int, default=0,
+                    help="tracks scored with bss (default 0: all; fewer prints an extrapolation)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="with --catalog: also run sdr,sisdr and bss on a local 2-node Ray cluster")
     ap.add_argument("--rss-tracks", type=int, default=50, help="smaller catalog for the RSS comparison (default 50)")
     ap.add_argument("--workdir", default=None, help="where the catalog is written (default: the temp folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the catalog after the runs (for --reuse)")
+    ap.add_argument("--reuse", metavar="DIR", help="run on the catalog a --keep run left in DIR (no writing)")
     args = ap.parse_args(argv)
     if args.catalog:
         from evaluate_catalog import run_catalog

@@ -161,8 +161,9 @@ def _independent_worker(batches: int, queue) -> None:
     queue.put(consumption(TrainConfig.from_dict(demo_config()), 2, batches))
 
 
-def bench_fanout(lib: str, work: str, epochs: int) -> dict:
-    """Wall time of 4 umx targets one after another vs concurrently on a 2-node local cluster."""
+def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
+    """Wall time of 4 umx targets one after another vs concurrently on a 2-node local cluster
+    (``samples`` per epoch: with a few hundred, each trainer's start-up outweighs its training)."""
     from sepcluster import raycluster
     from sepcluster.localcluster import RayLocalCluster
     from sepcluster.train import train
@@ -172,7 +173,7 @@ def bench_fanout(lib: str, work: str, epochs: int) -> dict:
                    "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", "")}
     os.environ.update(RayLocalCluster.client_env())
     cluster.start()
-    cfg = demo_config("umx", epochs=epochs, samples_per_epoch=256, patience=1000, lr_decay_patience=1000,
+    cfg = demo_config("umx", epochs=epochs, samples_per_epoch=samples, patience=1000, lr_decay_patience=1000,
                       valid_fraction=0.1, valid_seq_dur=4.0, cpus_per_worker=1, diagnostics_every=0)
     runs = os.path.join(work, "fanout-runs")
     out = {}
@@ -190,7 +191,7 @@ def bench_fanout(lib: str, work: str, epochs: int) -> dict:
     finally:
         cluster.stop()
     out["ratio"] = out["sequential_s"] / out["concurrent_s"]
-    print(f"  4 targets (umx demo size, 1 worker each, {epochs} epochs of 256 samples): sequential "
+    print(f"  4 targets (umx demo size, 1 worker each, {epochs} epochs of {samples} samples): sequential "
           f"{out['sequential_s']:.0f} s, concurrent {out['concurrent_s']:.0f} s: {out['ratio']:.2f}x (target >= "
           f"1.7x); the 4 trainers started within {out['start_spread_s']:.0f} s of each other (2 at a time)",
           flush=True)
@@ -260,6 +261,8 @@ def main() -> int:
                         help="comma-separated: families, ddp, fanout, pipeline, gpu (default families,ddp,fanout)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="families of the families and ddp sections")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training job")
+    parser.add_argument("--fanout-samples", type=int, default=2048,
+                        help="fanout: samples per epoch (default 2048, about 20 s of umx training per epoch here)")
     parser.add_argument("--repeats", type=int, default=1, help="training jobs of each size, interleaved")
     parser.add_argument("--batches", type=int, default=3, help="batches for the in-process measurements")
     parser.add_argument("--ceiling", action="store_true", help="also measure 2 plain processes vs 1 (no Ray)")
@@ -288,7 +291,7 @@ def main() -> int:
                       f"{ind[2] / ind[1]:.2f}x")
         if "fanout" in sections:
             print("== per-target fan-out on a 2-node local cluster (1 CPU per node)")
-            bench_fanout(lib, work, args.epochs)
+            bench_fanout(lib, work, args.epochs, args.fanout_samples)
         if "pipeline" in sections:
             print("== on-the-fly input pipeline vs the demo model (one process, one thread each)")
             bench_pipeline(lib, int(demo_config()["batch_size"]), args.batches)
