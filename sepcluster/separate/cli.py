@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--overlap-seconds", type=float, default=3.0,
                      help="cross-faded overlap between chunks (at most half of --chunk-seconds)")
     how.add_argument("--batch-size", "--batch-chunks", dest="batch_chunks", type=int,
-                     help="chunks per model call (default 4 on GPU, 1 on CPU)")
+                     help="chunks per model call, filled across tracks with --tracks-per-actor (default: 4 on "
+                          "GPU; on CPU 1 for spectrogram models, the model's own for demucs / RoFormer)")
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--out", metavar="URI",
                      help="output folder: <out>/<track>/<target>.<ext> and <out>/catalog.parquet")
