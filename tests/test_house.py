@@ -1,7 +1,7 @@
 """The shape of the house, checked from the source: import layers, no circles, small functions.
 
 - the bottom layer (``audio``, ``audiostream``, ``storage``, ``errors``, ``config``, ``memory``,
-  ``compat``, ``datasets``) imports no job package and no ``models``;
+  ``compat``, ``datasets``, ``threads``) imports no job package and no ``models``;
 - a job package (``stems``, ``generate``, ``train``, ``separate``, ``evaluate``) uses another job
   only through that package's own exports (``from ..generate import MixtureRenderer``), never its
   modules (``from ..generate.mixing import ...``);
@@ -19,7 +19,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sepcluster"
 JOBS = ("stems", "generate", "train", "separate", "evaluate")
-BOTTOM = ("audio", "audiostream", "storage", "errors", "config", "memory", "compat", "datasets")
+BOTTOM = ("audio", "audiostream", "storage", "errors", "config", "memory", "compat", "datasets", "threads")
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 

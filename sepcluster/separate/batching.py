@@ -71,10 +71,6 @@ class SharedBatches:
             raise AttributeError(name)
         return getattr(self._estimator, name)
 
-    @property
-    def estimator(self):
-        return self._estimator
-
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
         """The calling thread separates a track through this object for the body."""

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
 from abc import abstractmethod
 from typing import Optional
 
@@ -43,6 +42,7 @@ import torch
 
 from sepcluster import storage
 from sepcluster.errors import ConfigError
+from sepcluster.threads import run_in_threads
 
 from .estimator_base import RESIDUAL_NAME, WAVEFORM, Estimator, target_list
 from .overlap import DemucsChunker, MSSTChunker
@@ -149,27 +149,15 @@ def _in_threads(calls: list) -> torch.Tensor:
     """Run ``calls`` at once, each in a thread with its share of the intra-op threads; outputs concatenated."""
     threads_before = torch.get_num_threads()
     share = max(1, threads_before // len(calls))
-    results: list = [None] * len(calls)
-    errors: list = []
 
-    def work(i: int) -> None:
+    def with_share(call):
         torch.set_num_threads(share)
-        try:
-            results[i] = calls[i]()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            errors.append(exc)
+        return call()
 
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
     try:
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
+        return torch.cat(run_in_threads([lambda call=call: with_share(call) for call in calls]))
     finally:
         torch.set_num_threads(threads_before)  # the setting is partly process-wide: restore it
-    if errors:
-        raise errors[0]
-    return torch.cat(results)
 
 
 class DemucsEstimator(WaveformEstimator):

@@ -121,26 +121,16 @@ class SeparateWorker:
         (:mod:`sepcluster.separate.batching`); each track's rows, in order."""
         import threading
 
-        done: list = [[] for _ in rows]
-        errors: list = []
+        from sepcluster.threads import run_in_threads
+
         all_in = threading.Barrier(len(rows))  # every track takes part before the first model call
 
-        def work(i: int) -> None:
-            try:
-                with self.shared.track():
-                    all_in.wait()
-                    done[i] = self.process(rows[i], self.shared)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below (the actor's retry logic)
-                errors.append(exc)
+        def work(row: dict) -> list:
+            with self.shared.track():
+                all_in.wait()
+                return self.process(row, self.shared)
 
-        threads = [threading.Thread(target=work, args=(i,), name=f"separate-track-{i}") for i in range(len(rows))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return done
+        return run_in_threads([lambda row=row: work(row) for row in rows], name="separate-track")
 
     def process(self, row: dict, estimator=None) -> list:
         """Separate one track (``estimator``: this worker's, or the shared batches of :meth:`_at_once`)."""

@@ -14,12 +14,13 @@ Every node has its own Ray temp dir (``RayLocalCluster``), as separate machines 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from sepcluster.threads import run_in_threads
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT = 420.0
@@ -211,31 +212,12 @@ def services(tmp_path_factory, s3_server):
         # this process is a job client (token auth) and reads S3 to check results
         for key, value in {**cluster.client_env(), **s3_server.env(), "SEPCLUSTER_HOME": str(home)}.items():
             mp.setenv(key, value)
-        _together(mlflow.start, cluster.start)  # both take tens of seconds on a busy machine
+        run_in_threads([mlflow.start, cluster.start])  # both take tens of seconds on a busy machine
         mp.setenv("MLFLOW_TRACKING_URI", mlflow.uri)
         yield Services(cluster, mlflow, s3_server, home)
     finally:
-        _together(cluster.stop, mlflow.stop)
+        run_in_threads([cluster.stop, mlflow.stop])
         mp.undo()
-
-
-def _together(*calls) -> None:
-    """Run ``calls`` in threads; re-raise the first error."""
-    errors: list[BaseException] = []
-
-    def wrap(fn):
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=wrap, args=(fn,)) for fn in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 @pytest.fixture(scope="session")

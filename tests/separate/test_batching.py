@@ -16,6 +16,7 @@ from sepcluster.models import load_bundle
 from sepcluster.separate.batching import SharedBatches
 from sepcluster.separate.engine import separate_track
 from sepcluster.separate.estimators import make_estimator
+from sepcluster.threads import run_in_threads
 
 from .conftest import synth
 from .waveform_cases import SR, TOL_BATCHED, one_thread, small_htdemucs  # noqa: F401
@@ -26,26 +27,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _at_once(estimator, tracks: list, batch_size: int, **kw) -> tuple[list, SharedBatches]:
     """Each track separated in its own thread through one SharedBatches."""
     shared = SharedBatches(estimator, batch_size)
-    out: list = [None] * len(tracks)
-    errors: list = []
     all_in = threading.Barrier(len(tracks))  # every track takes part before any asks for the model
 
-    def work(i: int) -> None:
-        try:
-            with shared.track():
-                all_in.wait()
-                out[i] = separate_track(shared, tracks[i], SR, **kw)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+    def work(x):
+        with shared.track():
+            all_in.wait()
+            return separate_track(shared, x, SR, **kw)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(tracks))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads)
-    return out, shared
+    return run_in_threads([lambda x=x: work(x) for x in tracks]), shared
 
 
 def _alone(estimator, tracks: list, batch_size: int, **kw) -> tuple[list, int]:
@@ -116,12 +105,7 @@ def test_a_failing_call_fails_every_track_in_it_and_nothing_hangs():
                 results[name] = exc
 
     inputs = {"a": torch.ones(1, 3), "b": -torch.ones(1, 3), "c": torch.ones(1, 5)}  # c: another shape
-    threads = [threading.Thread(target=work, args=item) for item in inputs.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads)
+    run_in_threads([lambda item=item: work(*item) for item in inputs.items()])
     assert torch.equal(results["c"], 2 * inputs["c"])
     # a and b (same shape) ran together: both got the error
     assert isinstance(results["a"], ValueError) and isinstance(results["b"], ValueError)
