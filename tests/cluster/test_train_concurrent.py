@@ -16,14 +16,17 @@ from tests.conftest import checkpoint_metas
 pytestmark = pytest.mark.slow
 
 
-def _spans(meta: dict) -> list:
-    """``(start, end of its last epoch)`` of every attempt (start of the worker group) that trained."""
-    return [(a["time"], a["ended"][-1][1]) for a in meta["attempts"] if a.get("ended")]
+def _span(meta: dict) -> tuple:
+    """``(start of its first worker group, end of its last epoch)``: the time a target's trainer was at work,
+    a restart after a killed worker included."""
+    ends = [t for a in meta["attempts"] for _e, t in a.get("ended", [])]
+    return meta["attempts"][0]["time"], max(ends)
 
 
 def _ends_inside(meta: dict, other: dict) -> int:
-    """How many of ``meta``'s epochs ended while ``other`` was training."""
-    return sum(start < t < end for a in meta["attempts"] for _e, t in a.get("ended", []) for start, end in _spans(other))
+    """How many of ``meta``'s epochs ended while ``other``'s trainer was at work."""
+    start, end = _span(other)
+    return sum(start < t < end for a in meta["attempts"] for _e, t in a.get("ended", []))
 
 
 def test_two_targets_train_at_once_and_a_killed_worker_resumes(services, stem_library, tmp_path):
@@ -47,9 +50,11 @@ def test_two_targets_train_at_once_and_a_killed_worker_resumes(services, stem_li
 
     vocals, drums = checkpoint_metas(runs, "fan-vocals")[-1], checkpoint_metas(runs, "fan-drums")[-1]
     assert vocals["finished"] and drums["finished"] and vocals["epoch"] == drums["epoch"] == epochs
-    # overlap in time: epochs of each target ended while the other target's trainer was training (2048
-    # samples make epochs of a few seconds, longer than a worker group takes to start)
-    assert _ends_inside(vocals, drums) >= 2 and _ends_inside(drums, vocals) >= 2, (vocals["attempts"], drums["attempts"])
+    # overlap in time: an epoch of each target ended while the other target's trainer was at work (2048
+    # samples make epochs of a few seconds, longer than a worker group takes to start). At least one
+    # each, not two: on a loaded 2-core CI machine the killed drums trainer took 18 s to restart and
+    # vocals finished its remaining epochs meanwhile, so only drums' first epoch ended inside vocals'.
+    assert _ends_inside(vocals, drums) >= 1 and _ends_inside(drums, vocals) >= 1, (vocals["attempts"], drums["attempts"])
     # the killed worker's trainer restarted from its last checkpoint; the other never stopped
     assert len(vocals["attempts"]) == 1, vocals["attempts"]
     assert len(drums["attempts"]) == 2 and drums["attempts"][1]["start_epoch"] >= 2, drums["attempts"]
