@@ -11,7 +11,8 @@ The track streams through, block by block, never whole:
 
 The chunking is the reference's, not ``chunk_seconds`` / ``overlap_seconds`` (ignored here), so
 the output equals the reference's inference on the whole track (to float rounding: bit for bit
-on the CPU with the reference's batch composition; see the tests for the tolerances).
+on the CPU with the reference's batch composition, for HTDemucs about 1e-7 as its self-attention
+takes the SDPA path; see the tests for the tolerances).
 
 Peak memory is set by the segment length and ``batch_chunks``, not by the track: each chunk
 scheme holds about a segment of input and of overlap-add, MSST's one flush of outputs, a bag
