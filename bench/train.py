@@ -11,7 +11,8 @@
 3. ``fanout``: the 4-target per-target fan-out on a local 2-node Ray cluster (head + 1 worker node,
    1 CPU each, real ``ray start`` processes): wall time of the 4 targets one after another (4 train
    calls of one target) against one call with the 4 targets, whose trainers run concurrently (2 at a
-   time, one per node). Target: sequential / concurrent >= 1.7x.
+   time, one per node). Target: sequential / concurrent >= 1.7x. Also printed: the cores the machine
+   kept busy on average in each phase (/proc/stat) and when each concurrent trainer began.
 4. ``pipeline`` (not run by default): mixtures/s of the on-the-fly Scaper generator against the
    samples/s the demo model consumes (how many ``loader_workers`` a trainer needs).
 
@@ -161,6 +162,23 @@ def _independent_worker(batches: int, queue) -> None:
     queue.put(consumption(TrainConfig.from_dict(demo_config()), 2, batches))
 
 
+def _cpu_ticks() -> tuple:
+    """(busy, all) CPU ticks of the whole machine from /proc/stat ((0, 0) where there is none)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _cores_busy(start: tuple, wall_s: float) -> float:
+    """Cores the machine kept busy on average since ``start`` (a ``_cpu_ticks()``), over ``wall_s``."""
+    busy, _ = _cpu_ticks()
+    return (busy - start[0]) / os.sysconf("SC_CLK_TCK") / wall_s if wall_s > 0 and start[1] else float("nan")
+
+
 def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
     """Wall time of 4 umx targets one after another vs concurrently on a 2-node local cluster
     (``samples`` per epoch: with a few hundred, each trainer's start-up outweighs its training)."""
@@ -179,15 +197,17 @@ def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
     out = {}
     try:
         with raycluster.session(cluster.address):
-            t0 = time.perf_counter()
+            t0, ticks = time.perf_counter(), _cpu_ticks()
             for target in TARGETS:
                 train(lib, target, cfg, run_name=f"seq-{target}", storage_path=runs, out=os.path.join(work, f"s-{target}"))
             out["sequential_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            out["sequential_cores"] = _cores_busy(ticks, out["sequential_s"])
+            t0, ticks, wall0 = time.perf_counter(), _cpu_ticks(), time.time()
             res = train(lib, TARGETS, cfg, run_name="concurrent", storage_path=runs, out=os.path.join(work, "c"))
             out["concurrent_s"] = time.perf_counter() - t0
-            starts = sorted(r.attempts[0]["time"] for r in res.targets.values())
-            out["start_spread_s"] = starts[-1] - starts[0]
+            out["concurrent_cores"] = _cores_busy(ticks, out["concurrent_s"])
+            out["starts_s"] = sorted(r.attempts[0]["time"] - wall0 for r in res.targets.values())
+            out["start_spread_s"] = out["starts_s"][-1] - out["starts_s"][0]
     finally:
         cluster.stop()
     out["ratio"] = out["sequential_s"] / out["concurrent_s"]
@@ -195,6 +215,13 @@ def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
           f"{out['sequential_s']:.0f} s, concurrent {out['concurrent_s']:.0f} s: {out['ratio']:.2f}x (target >= "
           f"1.7x); the 4 trainers started within {out['start_spread_s']:.0f} s of each other (2 at a time)",
           flush=True)
+    # the ratio the concurrent phase's CPU work would give if it kept every core busy all the time
+    out["cpu_bound_ratio"] = out["sequential_s"] * os.cpu_count() / (out["concurrent_cores"] * out["concurrent_s"])
+    starts = ", ".join(f"{s:.0f}" for s in out["starts_s"])
+    print(f"  machine CPU busy on average: sequential {out['sequential_cores']:.2f} cores, concurrent "
+          f"{out['concurrent_cores']:.2f} of {os.cpu_count()} (CPU work of the concurrent phase: "
+          f"{out['concurrent_cores'] * out['concurrent_s']:.0f} core-s, at most {out['cpu_bound_ratio']:.2f}x on "
+          f"these cores); concurrent trainers' first attempts began at {starts} s", flush=True)
     return out
 
 
