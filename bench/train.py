@@ -169,8 +169,9 @@ def _cpu_ticks() -> tuple:
             fields = [int(v) for v in fh.readline().split()[1:]]
     except OSError:
         return 0, 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    fields += [0] * (8 - len(fields))  # user nice system idle iowait irq softirq steal (guest is in user)
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+    return busy, busy + fields[3] + fields[4] + fields[7]
 
 
 def _cores_busy(start: tuple, wall_s: float) -> float:
