@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 _RUN_OPTIONS = ("data", "targets", "num_workers", "gpus", "out", "run_name", "storage_path", "address", "heldout",
-                "heldout_songs", "register")
+                "heldout_songs", "register", "concurrent_units")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--register", metavar="NAME",
                         help="register the trained separator (an MLflow pyfunc model) under NAME; separate it with "
                              "--model models:/NAME/VERSION")
+    parser.add_argument("--concurrent-units", type=int, metavar="N",
+                        help="trainers (umx/unet targets) at a time (default: as many worker groups as the cluster's "
+                             "nodes hold; 0 = all at once and Ray queues the rest, e.g. on an autoscaling cluster)")
     group = parser.add_argument_group("training config (also keys of --config)")
     for name, help_text in config_options().items():
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=name.upper(), help=help_text)
@@ -65,7 +68,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         num_workers = int(num_workers)
     result = train(args.data, args.targets, config, num_workers=num_workers, use_gpu=bool(args.gpus),
                    out=args.out, run_name=args.run_name, storage_path=args.storage_path, address=args.address,
-                   heldout=args.heldout, heldout_songs=args.heldout_songs, register=getattr(args, "register", None))
+                   heldout=args.heldout, heldout_songs=args.heldout_songs, register=getattr(args, "register", None),
+                   concurrent_units=getattr(args, "concurrent_units", None))
     print(result.format())
     return 0
 

@@ -2,13 +2,19 @@
 
 A *unit* is what one Ray Train ``TorchTrainer`` trains: one target's model (umx, unet), or one
 multi-source model of all the targets. :func:`run_units` starts every unit's work in a thread of its
-own at once; each thread's ``TorchTrainer.fit()`` asks Ray for its own DDP worker group (a placement
-group of ``num_workers`` bundles). Ray Train V2 runs one controller actor per ``fit()`` (no CPU of its
-own), so the fits are independent: with enough free resources all worker groups run at the same
-time; otherwise the placement groups of the others wait, and Ray Train's controller keeps retrying
-(``WorkerGroupStartupTimeoutError`` is retried without limit), so those units queue and start as
-soon as an earlier unit's workers are gone. The calling (driver) thread polls each unit's newest
-checkpoint ``meta.json`` every 2 s and shows one bar per unit (epochs done, last losses).
+own; each thread's ``TorchTrainer.fit()`` asks Ray for its own DDP worker group (a placement group of
+``num_workers`` bundles), so the fits are independent and their worker groups run at the same time.
+``at_once`` units run at a time (the caller passes how many worker groups the cluster's nodes
+hold): the other threads wait for a running unit to end before they call ``fit()``. Waiting in the
+driver rather than in Ray matters on small clusters: every ``fit()`` starts its controller and
+helper actors (about six processes with Ray Train's imports) at once, whether its workers fit or
+not, and a queued controller retries its placement group every minute. On a 2-node, 1-CPU-each
+local cluster with 4 targets (bench/train.py fanout) the first two trainers began 16 and 31 s
+after the call instead of 26 and 38 s, and the raylet no longer warned of "6 PYTHON worker
+processes ... started"; the 4 targets' wall time stayed the same. (Without ``at_once``, Ray
+itself queues the placement groups that do not fit.) The calling (driver) thread
+polls each unit's newest checkpoint ``meta.json`` every 2 s and shows one bar per unit (epochs
+done, last losses).
 
 A unit that fails does not stop the others: every unit runs to its end (each one's checkpoints are
 kept), then the first error, in unit order, is raised.
@@ -31,18 +37,24 @@ class Unit:
     epochs: int
 
 
-def run_units(units: list, work: Callable[[Unit], Any], poll: float = 2.0) -> dict:
-    """``work(unit)`` for every unit, concurrently (see the module docstring); returns ``{name: result}``.
+def run_units(units: list, work: Callable[[Unit], Any], poll: float = 2.0, at_once: Optional[int] = None) -> dict:
+    """``work(unit)`` for every unit, concurrently, at most ``at_once`` at a time (``None``: all; see
+    the module docstring); returns ``{name: result}``.
 
     The calling thread shows the progress bars until every thread has finished, then raises the
     first unit's error if any failed.
     """
     outcome: dict = {}
     errors: dict = {}
+    slots = threading.BoundedSemaphore(max(1, at_once)) if at_once else None
 
     def run(unit: Unit) -> None:
         try:
-            outcome[unit.name] = work(unit)
+            if slots is None:
+                outcome[unit.name] = work(unit)
+                return
+            with slots:
+                outcome[unit.name] = work(unit)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the driver's thread
             errors[unit.name] = exc
 

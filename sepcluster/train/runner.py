@@ -6,10 +6,10 @@ any worker starts. Then it trains *units*, each :func:`sepcluster.train.loop.tra
 ``TorchTrainer`` of ``num_workers`` DDP workers (gloo on CPU, NCCL on GPU) with a checkpoint every
 epoch in ``RunConfig(storage_path, name=<run_name>-<unit>)`` (local or ``s3://``):
 
-* a per-target family (umx, unet): one unit per target, all started at once
+* a per-target family (umx, unet): one unit per target, run concurrently
   (:mod:`sepcluster.train.fanout`). ``num_workers`` is *per target*: 4 targets with 2 workers each
-  ask for 8 workers; with enough resources all 4 worker groups train at the same time, with fewer
-  Ray queues the groups that do not fit and starts them as earlier ones finish;
+  ask for 8 workers; as many units train at a time as the cluster's nodes hold worker groups
+  (``concurrent_units`` overrides it), the others wait in the driver and start as earlier ones finish;
 * a multi-source family (htdemucs, bs_roformer, mel_roformer): one unit, named after the model,
   that trains all targets at once (the targets are the model's sources, in order).
 
@@ -184,6 +184,7 @@ class _Plan:
     resume: dict  # unit -> {"uri", "meta"} of its newest complete checkpoint
     segment: float = 0.0  # seconds of a training excerpt (a multi-source model's training length)
     register: Optional[str] = None
+    at_once: Optional[int] = None  # units trained at a time (None: all)
 
     @property
     def multi_source(self) -> bool:
@@ -219,7 +220,7 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
           *, num_workers: int = 1, use_gpu: bool = False, out: Optional[str] = None, run_name: Optional[str] = None,
           storage_path: Optional[str] = None, address: Optional[str] = None, heldout: Optional[str] = None,
           heldout_songs: Optional[Iterable[str]] = None, register: Optional[str] = None,
-          **overrides: Any) -> TrainResult:
+          concurrent_units: Optional[int] = None, **overrides: Any) -> TrainResult:
     """Train the model(s) of ``config.model`` for ``targets`` on ``data`` and write the separator.
 
     data: a generated dataset folder (Parquet), a recipe YAML (on-the-fly; set ``stems``) or a
@@ -234,7 +235,9 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
     ``RAY_ADDRESS``, else a local Ray; inside a Ray session already open, that one). heldout: a
     stem library of songs never trained on; the separator's SI-SDR improvement over the mixture on
     it is logged (``heldout_songs`` picks songs). register: register the logged MLflow model under
-    this name (``sepcluster separate --model models:/NAME/VERSION``).
+    this name (``sepcluster separate --model models:/NAME/VERSION``). concurrent_units: trainers
+    (targets of umx/unet) at a time; default as many worker groups as the cluster's nodes hold, 0 =
+    all at once (Ray queues the placement groups that do not fit, e.g. for an autoscaling cluster).
 
     Raises ConfigError / DataError / StorageError before any worker starts on bad input.
     """
@@ -244,9 +247,25 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
     plan = _plan(str(data), targets, load_train_config(config, **overrides), num_workers, use_gpu, out, run_name,
                  storage_path, heldout, heldout_songs)
     plan.register = _check_register(register)
+    if concurrent_units is not None and not 0 <= int(concurrent_units) <= 10000:
+        raise ConfigError("concurrent_units", f"must be in 0..10000 (0 = all at once), got {concurrent_units}")
     with raycluster.session(address):
         _check_resources(plan.num_workers, plan.use_gpu, plan.config)
+        plan.at_once = _units_at_once(plan, concurrent_units)
         return _run(plan)
+
+
+def _units_at_once(plan: _Plan, concurrent_units: Optional[int]) -> Optional[int]:
+    """How many units train at a time: ``concurrent_units`` (0 = all, ``None`` = as many worker groups
+    as the cluster's nodes hold, at least one)."""
+    from .. import raycluster
+
+    if concurrent_units is not None:
+        return int(concurrent_units) or None
+    if len(plan.units) == 1:
+        return None
+    per_worker = {"CPU": plan.config.cpus_per_worker, "GPU": 1 if plan.use_gpu else 0}
+    return max(1, raycluster.worker_slots(per_worker) // plan.num_workers)
 
 
 def _check_register(name: Optional[str]) -> Optional[str]:
@@ -359,7 +378,11 @@ def _run(plan: _Plan) -> TrainResult:
                     if previous else None for u in plan.units}
         units = [Unit(u, storage.join(plan.storage_path, f"{plan.run_name}-{u}"), plan.config.epochs)
                  for u in plan.units]
-        done = run_units(units, lambda unit: _train_target(plan, unit.name, parent_id, children[unit.name]))
+        if plan.at_once and plan.at_once < len(units):
+            log.info("training %d units, %d at a time (the worker groups the cluster holds at once)",
+                     len(units), plan.at_once)
+        done = run_units(units, lambda unit: _train_target(plan, unit.name, parent_id, children[unit.name]),
+                         at_once=plan.at_once)
         results = {u: r for u, (r, _m) in done.items()}
         models = {u: m for u, (_r, m) in done.items()}
         written = publish.write_separator(plan, models, results)

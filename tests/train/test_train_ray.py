@@ -114,6 +114,9 @@ def test_bad_input_fails_before_workers_start(stem_library, tmp_path, ray_local)
     with pytest.raises(ConfigError) as err:
         train(str(stem_library), "vocals", dict(TINY), num_workers=3, storage_path=str(runs))
     assert err.value.field == "num_workers"
+    with pytest.raises(ConfigError) as err:
+        train(str(stem_library), "vocals", dict(TINY), concurrent_units=-1, storage_path=str(runs))
+    assert err.value.field == "concurrent_units"
     empty = tmp_path / "empty-dataset"
     empty.mkdir()
     (empty / "_dataset.json").write_text(json.dumps({"base_seed": 0, "num_mixtures": 4, "sample_rate": RATE,
@@ -255,3 +258,23 @@ def test_interrupted_driver_resumes_at_next_epoch_parquet(parquet_dataset, ray_l
     assert [c.data.tags["sepcluster.target"] for c in children] == ["vocals"]
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(children[0].info.run_id, "train_loss")]
     assert sorted(set(steps)) == list(range(1, done + 3)), steps
+
+
+def test_units_at_a_time_are_the_worker_groups_the_cluster_holds(ray_local):
+    """Per-target trainers start as many at a time as the local Ray's 2 CPUs hold worker groups; the rest
+    wait in the driver (sepcluster.train.fanout), or all start at once with concurrent_units=0."""
+    from types import SimpleNamespace
+
+    from sepcluster.train.config import TrainConfig
+    from sepcluster.train.runner import _units_at_once
+
+    def plan(workers=1, cpus=1.0, units=("vocals", "drums", "bass", "other"), gpu=False):
+        return SimpleNamespace(units=list(units), num_workers=workers, use_gpu=gpu,
+                               config=TrainConfig.from_dict(dict(TINY, cpus_per_worker=cpus)))
+
+    assert _units_at_once(plan(), None) == 2
+    assert _units_at_once(plan(workers=2), None) == 1
+    assert _units_at_once(plan(cpus=0.5), None) == 4
+    assert _units_at_once(plan(cpus=1.5), None) == 1
+    assert _units_at_once(plan(units=("vocals",)), None) is None
+    assert _units_at_once(plan(), 0) is None and _units_at_once(plan(), 3) == 3
