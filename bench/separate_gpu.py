@@ -44,15 +44,17 @@ SR = bench_separate.SR
 MUSDB_SAMPLE = ROOT.parent / "shared" / "data" / "musdb18-sample" / "train" / "Music Delta - 80s Rock" / "mixture.wav"
 
 
-def real_track(seconds: float) -> tuple[np.ndarray, str]:
-    """``(float32 (samples, 2), what it is)``: the MUSDB sample mixture tiled to ``seconds``, or a synthetic track."""
-    if not MUSDB_SAMPLE.exists():
-        return bench_separate.track(seconds), "synthetic track (../shared absent)"
+def real_track(seconds: float, audio: str = "") -> tuple[np.ndarray, str]:
+    """``(float32 (samples, 2), what it is)``: ``audio`` (default the MUSDB sample mixture) tiled to
+    ``seconds``, or a synthetic track where there is none."""
+    path = Path(audio) if audio else MUSDB_SAMPLE
+    if not path.exists():
+        return bench_separate.track(seconds), f"synthetic track ({path} absent)"
     from sepcluster.audio import read_audio
 
-    x, _ = read_audio(str(MUSDB_SAMPLE), SR)
+    x, _ = read_audio(str(path), SR)
     frames = int(round(seconds * SR))
-    return np.ascontiguousarray(np.resize(x, (frames, x.shape[1]))), f"MUSDB18 sample '{MUSDB_SAMPLE.parent.name}' tiled"
+    return np.ascontiguousarray(np.resize(x, (frames, x.shape[1]))), f"'{path.parent.name}/{path.name}' tiled"
 
 
 def load_model(kind: str, tmp: str, quick: bool):
@@ -90,8 +92,9 @@ def run_once(model, x: np.ndarray, device: str, batch: int, precision: str) -> t
 
 def agreement_db(ref: np.ndarray, est: np.ndarray) -> float:
     """SDR of ``est`` against ``ref`` over every sample, stem and channel (inf where equal)."""
-    err = float(np.sum((ref.astype(np.float64) - est) ** 2))
-    return math.inf if err == 0 else 10 * math.log10(float(np.sum(ref.astype(np.float64) ** 2)) / err)
+    ref = ref.astype(np.float64)
+    err = float(np.sum((ref - est) ** 2))
+    return math.inf if err == 0 else 10 * math.log10(float(np.sum(ref ** 2)) / err)
 
 
 def bench_kind(kind: str, x: np.ndarray, args, tmp: str) -> list:
@@ -123,6 +126,7 @@ def main() -> int:
     p.add_argument("--kinds", default="htdemucs,bs_roformer", help="htdemucs, bs_roformer")
     p.add_argument("--quick", action="store_true", help="smoke run: a small RoFormer (dim 64, depth 1)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--audio", default="", help="stereo mixture to tile (default ../shared's MUSDB18 sample mixture)")
     args = p.parse_args()
     args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     args.precisions = [q.strip() for q in args.precisions.split(",") if q.strip()]
@@ -132,7 +136,7 @@ def main() -> int:
         print("skipped: no CUDA device here (run it on a GPU machine; --device cpu --quick is a smoke run)", flush=True)
         return 0  # `make bench` runs every bench script
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
-    x, what = real_track(args.seconds)
+    x, what = real_track(args.seconds, args.audio)
     print(f"device: {name}; torch {torch.__version__}; track: {what}, {len(x) / SR:.0f} s stereo", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="sepcluster-bench-gpu-") as tmp:

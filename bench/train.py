@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -162,22 +163,24 @@ def _independent_worker(batches: int, queue) -> None:
     queue.put(consumption(TrainConfig.from_dict(demo_config()), 2, batches))
 
 
-def _cpu_ticks() -> tuple:
-    """(busy, all) CPU ticks of the whole machine from /proc/stat ((0, 0) where there is none)."""
+def _cpu_ticks() -> Optional[int]:
+    """Busy CPU ticks of the whole machine from /proc/stat (user, nice, system, irq, softirq; not idle,
+    iowait or steal); None where there is none."""
     try:
         with open("/proc/stat") as fh:
             fields = [int(v) for v in fh.readline().split()[1:]]
     except OSError:
-        return 0, 0
-    fields += [0] * (8 - len(fields))  # user nice system idle iowait irq softirq steal (guest is in user)
-    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
-    return busy, busy + fields[3] + fields[4] + fields[7]
+        return None
+    fields += [0] * (7 - len(fields))  # user nice system idle iowait irq softirq (guest is in user)
+    return fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
 
 
-def _cores_busy(start: tuple, wall_s: float) -> float:
+def _cores_busy(start: Optional[int], wall_s: float) -> float:
     """Cores the machine kept busy on average since ``start`` (a ``_cpu_ticks()``), over ``wall_s``."""
-    busy, _ = _cpu_ticks()
-    return (busy - start[0]) / os.sysconf("SC_CLK_TCK") / wall_s if wall_s > 0 and start[1] else float("nan")
+    now = _cpu_ticks()
+    if start is None or now is None or wall_s <= 0:
+        return float("nan")
+    return (now - start) / os.sysconf("SC_CLK_TCK") / wall_s
 
 
 def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
