@@ -218,6 +218,22 @@ def alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
+def autoscaling_max() -> Optional[dict]:
+    """The most of each resource an autoscaling cluster may grow to (``{"CPU": 128.0, "GPU": 4.0, ...}``:
+    its node types' max counts times their resources), or None for a cluster of fixed size.
+
+    Read from the cluster config the autoscaler keeps in the GCS, as Ray Train and Ray Data read it
+    (``ray._private.state``: no public API has it yet); None where that read fails.
+    """
+    try:
+        from ray._private.state import state
+
+        found = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - a Ray without it: treat the cluster as fixed
+        return None
+    return {k: float(v) for k, v in found.items()} if found else None
+
+
 def worker_slots(per_worker: dict) -> int:
     """How many workers of ``per_worker`` resources (``{"CPU": 1, "GPU": 1}``) the alive nodes hold at
     once, by their total resources (what other jobs use now is not subtracted: Ray queues the rest)."""

@@ -96,3 +96,24 @@ def s3_bucket(s3_server, monkeypatch) -> str:
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server.create_bucket("t" + uuid.uuid4().hex[:12])
+
+
+def fake_autoscaler(groups):
+    """Write into the GCS the cluster config an autoscaler keeps there (KubeRay's or ``ray up``'s):
+    ``groups`` of ``(resources of a node, max nodes)``; ``None`` removes it."""
+    from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_NAMESPACE
+    from ray.core.generated import autoscaler_pb2
+    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_put
+
+    key, namespace = GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode(), GCS_AUTOSCALER_STATE_NAMESPACE.encode()
+    if groups is None:
+        _internal_kv_del(key, namespace=namespace)
+        return
+    config = autoscaler_pb2.ClusterConfig()
+    for resources, count in groups:
+        group = config.node_group_configs.add()
+        group.max_count = count
+        for name, value in resources.items():
+            group.resources[name] = value
+    _internal_kv_put(key, config.SerializeToString(), overwrite=True, namespace=namespace)
+

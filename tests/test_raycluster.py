@@ -7,6 +7,7 @@ import os
 import pytest
 
 from sepcluster import raycluster
+from tests.conftest import fake_autoscaler
 
 
 @pytest.fixture
@@ -68,3 +69,12 @@ def test_worker_slots_count_the_workers_the_nodes_hold(no_ray):
     assert raycluster.worker_slots({"CPU": 3}) == 0
     assert raycluster.worker_slots({"CPU": 1, "GPU": 1}) == 0  # no GPU here
     assert raycluster.worker_slots({"CPU": 1, "GPU": 0}) == 2
+
+
+def test_autoscaling_max_is_what_the_autoscaler_may_bring_up(no_ray):
+    raycluster.init(num_cpus=2)
+    assert raycluster.autoscaling_max() is None  # a local Ray: fixed size
+    fake_autoscaler([({"CPU": 8, "GPU": 1}, 4), ({"CPU": 16}, 2)])
+    assert raycluster.autoscaling_max() == {"CPU": 64.0, "GPU": 4.0}
+    fake_autoscaler(None)
+    assert raycluster.autoscaling_max() is None

@@ -115,18 +115,23 @@ class SeparateSummary:
 def _resources(device: Optional[str], num_actors: Optional[int], batch_chunks: Optional[int],
                gpus_per_actor: float = 1.0, tracks_per_actor: Optional[int] = None) -> dict:
     """Actors, their resources and torch threads: on GPUs, ``gpus_per_actor`` of a GPU each and by
-    default as many actors as fit on every GPU of every node; on CPUs, fractional ``num_cpus`` so
-    the prepare tasks always find a CPU."""
+    default as many actors as fit on every GPU of every node (of an autoscaling cluster: every GPU
+    its autoscaler may bring up, where it sets a limit); on CPUs, fractional ``num_cpus`` so the
+    prepare tasks always find a CPU."""
     from sepcluster import raycluster
 
     cpus = max(1, raycluster.cluster_cpus())
     gpus = raycluster.cluster_gpus()
+    if str(device).startswith("cuda"):
+        grown = (raycluster.autoscaling_max() or {}).get("GPU", 0)
+        gpus = max(gpus, int(grown) if grown < 2 ** 31 else 1)  # no limit set: at least one GPU node
     if device is None:
         device = "cuda" if gpus else "cpu"
     use_gpu = str(device).startswith("cuda")
     if use_gpu:
         if not gpus:
-            raise ConfigError("device", f"{device} was asked for but the Ray cluster has no GPUs")
+            raise ConfigError("device", f"{device} was asked for but the Ray cluster has no GPUs (nor an "
+                                        f"autoscaler that may add GPU nodes)")
         per_gpu = max(1, int(round(1.0 / float(gpus_per_actor))))
         actors = int(num_actors or gpus * per_gpu)
         remote = {"num_gpus": float(gpus_per_actor), "num_cpus": min(1.0, max(0.25, (cpus - 0.5) / actors))}

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--model models:/NAME/VERSION")
     parser.add_argument("--concurrent-units", type=int, metavar="N",
                         help="trainers (umx/unet targets) at a time (default: as many worker groups as the cluster's "
-                             "nodes hold; 0 = all at once and Ray queues the rest, e.g. on an autoscaling cluster)")
+                             "nodes hold, all on an autoscaling cluster; 0 = all at once, Ray queues the rest)")
     group = parser.add_argument_group("training config (also keys of --config)")
     for name, help_text in config_options().items():
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=name.upper(), help=help_text)

@@ -9,7 +9,8 @@ epoch in ``RunConfig(storage_path, name=<run_name>-<unit>)`` (local or ``s3://``
 * a per-target family (umx, unet): one unit per target, run concurrently
   (:mod:`sepcluster.train.fanout`). ``num_workers`` is *per target*: 4 targets with 2 workers each
   ask for 8 workers; as many units train at a time as the cluster's nodes hold worker groups
-  (``concurrent_units`` overrides it), the others wait in the driver and start as earlier ones finish;
+  (``concurrent_units`` overrides it; all at once on an autoscaling cluster), the others wait in the
+  driver and start as earlier ones finish;
 * a multi-source family (htdemucs, bs_roformer, mel_roformer): one unit, named after the model,
   that trains all targets at once (the targets are the model's sources, in order).
 
@@ -153,15 +154,20 @@ def latest_checkpoint(storage_path: str, ray_run: str) -> Optional[dict]:
 
 
 def _check_resources(num_workers: int, use_gpu: bool, config: TrainConfig) -> None:
+    """A worker group must fit the cluster: its nodes now or, on an autoscaling cluster, the most its
+    autoscaler may bring up (the worker groups then wait for nodes)."""
     from .. import raycluster
 
     cpus, gpus = raycluster.cluster_cpus(), raycluster.cluster_gpus()
+    grown = raycluster.autoscaling_max() or {}
+    cpus, gpus = max(cpus, int(grown.get("CPU", 0))), max(gpus, int(grown.get("GPU", 0)))
+    has = "can grow to" if grown else "has"
     if use_gpu and gpus < num_workers:
-        raise ConfigError("gpus", f"{num_workers} GPU worker(s) asked for, the Ray cluster has {gpus} GPU(s)")
+        raise ConfigError("gpus", f"{num_workers} GPU worker(s) asked for, the Ray cluster {has} {gpus} GPU(s)")
     need = num_workers * config.cpus_per_worker
     if not use_gpu and need > cpus:
         raise ConfigError("num_workers", f"{num_workers} worker(s) x {config.cpus_per_worker:g} CPU need {need:g} "
-                                         f"CPUs, the Ray cluster has {cpus}")
+                                         f"CPUs, the Ray cluster {has} {cpus}")
 
 
 @dataclass
@@ -257,12 +263,13 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
 
 def _units_at_once(plan: _Plan, concurrent_units: Optional[int]) -> Optional[int]:
     """How many units train at a time: ``concurrent_units`` (0 = all, ``None`` = as many worker groups
-    as the cluster's nodes hold, at least one)."""
+    as the cluster's nodes hold, at least one; all on an autoscaling cluster, whose pending worker
+    groups ask its autoscaler for nodes)."""
     from .. import raycluster
 
     if concurrent_units is not None:
         return int(concurrent_units) or None
-    if len(plan.units) == 1:
+    if len(plan.units) == 1 or raycluster.autoscaling_max():
         return None
     per_worker = {"CPU": plan.config.cpus_per_worker, "GPU": 1 if plan.use_gpu else 0}
     return max(1, raycluster.worker_slots(per_worker) // plan.num_workers)

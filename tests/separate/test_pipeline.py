@@ -354,3 +354,26 @@ def test_loud_stems_are_warned_and_recorded(tmp_path, sepcluster_home, caplog):
     assert row["peak"] > 1.2 and row["clipping"] == "rescaled"
     assert 0.98 < np.abs(sf.read(row["output_uri"])[0]).max() < 1.0
     assert "peaked above +-1" in s.format()
+
+
+def test_gpu_actors_count_the_gpus_an_autoscaler_may_bring_up():
+    """``--device cuda`` on a cluster with no GPU node up: refused naming the device on a fixed cluster;
+    on an autoscaling one (its autoscaler's config in the GCS, as KubeRay's writes it) one actor per GPU
+    it may bring up (two per GPU with --gpus-per-actor 0.5), whose pending actors ask for the nodes."""
+    from sepcluster.errors import ConfigError
+    from sepcluster.separate.pipeline import _resources
+    from tests.conftest import fake_autoscaler
+
+    with pytest.raises(ConfigError, match="no GPUs") as err:
+        _resources("cuda", None, None)
+    assert err.value.field == "device"
+    assert _resources(None, None, None)["device"] == "cpu"
+    fake_autoscaler([({"CPU": 8, "GPU": 1}, 3)])
+    try:
+        res = _resources("cuda", None, None)
+        assert res["actors"] == 3 and res["remote"]["num_gpus"] == 1.0
+        res = _resources("cuda", None, None, gpus_per_actor=0.5)
+        assert res["actors"] == 6 and res["remote"]["num_gpus"] == 0.5
+        assert _resources(None, None, None)["device"] == "cpu"  # the default device is what is up now
+    finally:
+        fake_autoscaler(None)

@@ -278,3 +278,29 @@ def test_units_at_a_time_are_the_worker_groups_the_cluster_holds(ray_local):
     assert _units_at_once(plan(cpus=1.5), None) == 1
     assert _units_at_once(plan(units=("vocals",)), None) is None
     assert _units_at_once(plan(), 0) is None and _units_at_once(plan(), 3) == 3
+
+
+def test_an_autoscaling_cluster_takes_what_its_autoscaler_may_bring_up(ray_local):
+    """On an autoscaling cluster (its autoscaler's config in the GCS) a GPU run passes the resource check
+    with no GPU node up yet, and every per-target trainer starts at once (pending worker groups ask for
+    nodes); without it the same run is refused, naming the field."""
+    from types import SimpleNamespace
+
+    from sepcluster.train.config import TrainConfig
+    from sepcluster.train.runner import _check_resources, _units_at_once
+    from tests.conftest import fake_autoscaler
+
+    config = TrainConfig.from_dict(dict(TINY))
+    plan = SimpleNamespace(units=["vocals", "drums", "bass", "other"], num_workers=1, use_gpu=True, config=config)
+    with pytest.raises(ConfigError, match="has 0 GPU") as err:
+        _check_resources(4, True, config)
+    assert err.value.field == "gpus"
+    fake_autoscaler([({"CPU": 8, "GPU": 1}, 4)])
+    try:
+        _check_resources(4, True, config)
+        assert _units_at_once(plan, None) is None
+        with pytest.raises(ConfigError, match="can grow to 4 GPU"):
+            _check_resources(5, True, config)
+    finally:
+        fake_autoscaler(None)
+    assert _units_at_once(plan, None) == 1  # a fixed cluster holding no GPU worker: at least one at a time
