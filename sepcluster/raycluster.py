@@ -218,13 +218,21 @@ def alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def autoscaling_max() -> Optional[dict]:
-    """The most of each resource an autoscaling cluster may grow to (``{"CPU": 128.0, "GPU": 4.0, ...}``:
-    its node types' max counts times their resources), or None for a cluster of fixed size.
+MAX_RESOURCES_ENV = "SEPCLUSTER_MAX_RESOURCES"
 
-    Read from the cluster config the autoscaler keeps in the GCS, as Ray Train and Ray Data read it
-    (``ray._private.state``: no public API has it yet); None where that read fails.
+
+def autoscaling_max() -> Optional[dict]:
+    """The most of each resource an autoscaling cluster may grow to (``{"CPU": 288.0, "GPU": 4.0}``),
+    or None for a cluster of fixed size.
+
+    From ``$SEPCLUSTER_MAX_RESOURCES`` (``CPU=288,GPU=4``: the configs in ``cluster/`` set it to
+    their node groups' max counts times resources), else from the cluster config an autoscaler
+    reports to the GCS, which Ray Train and Ray Data read too (``ray._private.state``: no public API
+    has it; Ray's open-source autoscalers do not report it, so the variable is what works there).
     """
+    declared = os.environ.get(MAX_RESOURCES_ENV, "").strip()
+    if declared:
+        return _parse_resources(declared)
     try:
         from ray._private.state import state
 
@@ -232,6 +240,22 @@ def autoscaling_max() -> Optional[dict]:
     except Exception:  # noqa: BLE001 - a Ray without it: treat the cluster as fixed
         return None
     return {k: float(v) for k, v in found.items()} if found else None
+
+
+def _parse_resources(text: str) -> dict:
+    from .errors import ConfigError
+
+    out = {}
+    for item in text.replace(" ", "").split(","):
+        name, _, value = item.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            out[name] = -1.0
+        if not name or out[name] < 0:
+            raise ConfigError(MAX_RESOURCES_ENV, f"{text!r}: expected NAME=AMOUNT,... (for example CPU=288,GPU=4), "
+                                                 f"not {item!r}")
+    return out
 
 
 def worker_slots(per_worker: dict) -> int:

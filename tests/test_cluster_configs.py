@@ -60,3 +60,35 @@ def test_runtime_env_has_no_secrets():
     assert ".venv" in env["excludes"]
     for key in env.get("env_vars", {}):
         assert "SECRET" not in key and "ACCESS_KEY" not in key
+
+
+def _declared_max(env_items) -> dict:
+    from sepcluster.raycluster import MAX_RESOURCES_ENV, _parse_resources
+
+    value = next(e["value"] for e in env_items if e["name"] == MAX_RESOURCES_ENV)
+    return _parse_resources(value)
+
+
+def test_declared_max_resources_are_what_the_autoscalers_may_bring_up():
+    """SEPCLUSTER_MAX_RESOURCES (train's and separate's sizes while nodes are scaled down), set on the
+    nodes of each config (never in the runtime env, which local clusters use too), equals its worker
+    groups' max count x Ray resources (KubeRay: the pod's CPU limit and GPUs)."""
+    from sepcluster.raycluster import _parse_resources
+
+    launcher = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    most: dict = {}
+    for node in launcher["available_node_types"].values():
+        for name in ("CPU", "GPU"):
+            most[name] = most.get(name, 0) + node["max_workers"] * node["resources"].get(name, 0)
+    options = [o.split("=", 1)[1] for o in launcher["docker"]["run_options"] if "SEPCLUSTER_MAX_RESOURCES" in o]
+    assert len(options) == 1 and _parse_resources(options[0]) == most
+    cluster = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())["spec"]
+    job = yaml.safe_load((CLUSTER / "kuberay" / "rayjob.yaml").read_text())["spec"]["rayClusterSpec"]
+    for spec in (cluster, job):
+        most = {"CPU": 0.0, "GPU": 0.0}
+        for group in spec["workerGroupSpecs"]:
+            limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+            most["CPU"] += group["maxReplicas"] * float(limits["cpu"])
+            most["GPU"] += group["maxReplicas"] * float(limits.get("nvidia.com/gpu", 0))
+        head_env = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+        assert _declared_max(head_env) == most

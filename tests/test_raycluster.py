@@ -78,3 +78,14 @@ def test_autoscaling_max_is_what_the_autoscaler_may_bring_up(no_ray):
     assert raycluster.autoscaling_max() == {"CPU": 64.0, "GPU": 4.0}
     fake_autoscaler(None)
     assert raycluster.autoscaling_max() is None
+
+
+def test_declared_max_resources_win_and_bad_ones_name_the_variable(no_ray, monkeypatch):
+    from sepcluster.errors import ConfigError
+
+    monkeypatch.setenv("SEPCLUSTER_MAX_RESOURCES", "CPU=288, GPU=4")
+    assert raycluster.autoscaling_max() == {"CPU": 288.0, "GPU": 4.0}  # no Ray needed
+    monkeypatch.setenv("SEPCLUSTER_MAX_RESOURCES", "GPU=four")
+    with pytest.raises(ConfigError, match="GPU=four") as err:
+        raycluster.autoscaling_max()
+    assert err.value.field == "SEPCLUSTER_MAX_RESOURCES"
