@@ -13,7 +13,10 @@
    calls of one target) against one call with the 4 targets, whose trainers run concurrently (2 at a
    time, one per node). Target: sequential / concurrent >= 1.7x. Also printed: the cores the machine
    kept busy on average in each phase (/proc/stat) and when each concurrent trainer began.
-4. ``pipeline`` (not run by default): mixtures/s of the on-the-fly Scaper generator against the
+4. ``queueing`` (not run by default): the concurrent phase of ``fanout`` with the driver starting 2
+   trainers at a time (the default) against all 4 at once queued by Ray (``--concurrent-units 0``),
+   alternating, ``--repeats`` (at least 2) each.
+5. ``pipeline`` (not run by default): mixtures/s of the on-the-fly Scaper generator against the
    samples/s the demo model consumes (how many ``loader_workers`` a trainer needs).
 
 On a GPU (not on these machines): samples/s with bf16 against fp32 for HTDemucs and BS-RoFormer and
@@ -229,6 +232,42 @@ def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
     return out
 
 
+def bench_queueing(lib: str, work: str, epochs: int, samples: int, repeats: int) -> dict:
+    """The 4 umx targets on the 2-node cluster of ``fanout``, trained concurrently with the driver
+    starting 2 trainers at a time (the default: what the nodes hold) against all 4 at once with Ray
+    queueing the worker groups (``concurrent_units=0``): wall time, alternating, ``repeats`` each."""
+    from sepcluster import raycluster
+    from sepcluster.localcluster import RayLocalCluster
+    from sepcluster.train import train
+
+    cluster = RayLocalCluster(os.path.join(work, "ray-queueing"), workers=1, num_cpus=1)
+    cluster.env = {"RAY_worker_niceness": "0", "SEPCLUSTER_HOME": os.environ["SEPCLUSTER_HOME"],
+                   "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", "")}
+    os.environ.update(RayLocalCluster.client_env())
+    cluster.start()
+    cfg = demo_config("umx", epochs=epochs, samples_per_epoch=samples, patience=1000, lr_decay_patience=1000,
+                      valid_fraction=0.1, valid_seq_dur=4.0, cpus_per_worker=1, diagnostics_every=0)
+    walls: dict = {"driver": [], "ray": []}
+    try:
+        with raycluster.session(cluster.address):
+            for rep in range(repeats):
+                for mode, units in (("driver", None), ("ray", 0)):
+                    t0, wall0 = time.perf_counter(), time.time()
+                    res = train(lib, TARGETS, cfg, run_name=f"q-{mode}-{rep}", concurrent_units=units,
+                                storage_path=os.path.join(work, "queueing-runs"), out=os.path.join(work, f"q{mode}{rep}"))
+                    walls[mode].append(time.perf_counter() - t0)
+                    starts = ", ".join(f"{s:.0f}" for s in sorted(r.attempts[0]["time"] - wall0
+                                                                   for r in res.targets.values()))
+                    print(f"  {mode:6s} queueing, run {rep + 1}: {walls[mode][-1]:.0f} s (trainers began at {starts} s)",
+                          flush=True)
+    finally:
+        cluster.stop()
+    out = {m: statistics.median(w) for m, w in walls.items()}
+    print(f"  median: 2 at a time from the driver {out['driver']:.0f} s, 4 at once queued by Ray {out['ray']:.0f} s: "
+          f"{out['ray'] / out['driver']:.2f}x", flush=True)
+    return out
+
+
 def bench_pipeline(lib: str, batch_size: int, batches: int) -> dict:
     """Generator mixtures/s (the OnTheFlySource's render + cut) against model samples/s."""
     import torch
@@ -289,7 +328,8 @@ def bench_gpu(batches: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default="families,ddp,fanout",
-                        help="comma-separated: families, ddp, fanout, pipeline, gpu (default families,ddp,fanout)")
+                        help="comma-separated: families, ddp, fanout, queueing, pipeline, gpu (default "
+                             "families,ddp,fanout)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="families of the families and ddp sections")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training job")
     parser.add_argument("--fanout-samples", type=int, default=2048,
@@ -323,6 +363,9 @@ def main() -> int:
         if "fanout" in sections:
             print("== per-target fan-out on a 2-node local cluster (1 CPU per node)")
             bench_fanout(lib, work, args.epochs, args.fanout_samples)
+        if "queueing" in sections:
+            print("== fan-out queueing: the driver's 2 at a time vs Ray's queue (2-node local cluster)")
+            bench_queueing(lib, work, args.epochs, args.fanout_samples, max(args.repeats, 2))
         if "pipeline" in sections:
             print("== on-the-fly input pipeline vs the demo model (one process, one thread each)")
             bench_pipeline(lib, int(demo_config()["batch_size"]), args.batches)
