@@ -14,7 +14,7 @@
    time, one per node). Target: sequential / concurrent >= 1.7x. Also printed: the cores the machine
    kept busy on average in each phase (/proc/stat) and when each concurrent trainer began.
 4. ``queueing`` (not run by default): the concurrent phase of ``fanout`` with the driver starting 2
-   trainers at a time (the default) against all 4 at once queued by Ray (``--concurrent-units 0``),
+   trainers at a time (``--concurrent-units 2``) against all 4 at once queued by Ray (the default),
    alternating, ``--repeats`` (at least 2) each.
 5. ``pipeline`` (not run by default): mixtures/s of the on-the-fly Scaper generator against the
    samples/s the demo model consumes (how many ``loader_workers`` a trainer needs).
@@ -234,8 +234,8 @@ def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
 
 def bench_queueing(lib: str, work: str, epochs: int, samples: int, repeats: int) -> dict:
     """The 4 umx targets on the 2-node cluster of ``fanout``, trained concurrently with the driver
-    starting 2 trainers at a time (the default: what the nodes hold) against all 4 at once with Ray
-    queueing the worker groups (``concurrent_units=0``): wall time, alternating, ``repeats`` each."""
+    starting 2 trainers at a time (``concurrent_units=2``: what the nodes hold) against all 4 at once
+    with Ray queueing the worker groups (the default): wall time, alternating, ``repeats`` each."""
     from sepcluster import raycluster
     from sepcluster.localcluster import RayLocalCluster
     from sepcluster.train import train
@@ -251,7 +251,7 @@ def bench_queueing(lib: str, work: str, epochs: int, samples: int, repeats: int)
     try:
         with raycluster.session(cluster.address):
             for rep in range(repeats):
-                for mode, units in (("driver", None), ("ray", 0)):
+                for mode, units in (("driver", 2), ("ray", None)):
                     t0, wall0 = time.perf_counter(), time.time()
                     res = train(lib, TARGETS, cfg, run_name=f"q-{mode}-{rep}", concurrent_units=units,
                                 storage_path=os.path.join(work, "queueing-runs"), out=os.path.join(work, f"q{mode}{rep}"))

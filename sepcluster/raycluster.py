@@ -258,17 +258,6 @@ def _parse_resources(text: str) -> dict:
     return out
 
 
-def worker_slots(per_worker: dict) -> int:
-    """How many workers of ``per_worker`` resources (``{"CPU": 1, "GPU": 1}``) the alive nodes hold at
-    once, by their total resources (what other jobs use now is not subtracted: Ray queues the rest)."""
-    need = {k: float(v) for k, v in per_worker.items() if v}
-    slots = 0
-    for node in alive_nodes():
-        have = node.get("Resources") or {}
-        slots += int(min((have.get(k, 0.0) + 1e-9) // v for k, v in need.items())) if need else 0
-    return slots
-
-
 def progress(total: int, desc: str, unit: str = "it", initial: int = 0):
     """A tqdm progress bar on stderr (count, rate and ETA)."""
     from tqdm.auto import tqdm

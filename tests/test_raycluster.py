@@ -61,16 +61,6 @@ def test_a_new_local_ray_serves_the_forwarded_settings_and_stops_in_the_backgrou
     assert not ray.is_initialized()
 
 
-def test_worker_slots_count_the_workers_the_nodes_hold(no_ray):
-    raycluster.init(num_cpus=2)
-    assert raycluster.worker_slots({"CPU": 1}) == 2
-    assert raycluster.worker_slots({"CPU": 0.5}) == 4
-    assert raycluster.worker_slots({"CPU": 1.5}) == 1
-    assert raycluster.worker_slots({"CPU": 3}) == 0
-    assert raycluster.worker_slots({"CPU": 1, "GPU": 1}) == 0  # no GPU here
-    assert raycluster.worker_slots({"CPU": 1, "GPU": 0}) == 2
-
-
 def test_autoscaling_max_is_what_the_autoscaler_may_bring_up(no_ray):
     raycluster.init(num_cpus=2)
     assert raycluster.autoscaling_max() is None  # a local Ray: fixed size

@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="register the trained separator (an MLflow pyfunc model) under NAME; separate it with "
                              "--model models:/NAME/VERSION")
     parser.add_argument("--concurrent-units", type=int, metavar="N",
-                        help="trainers (umx/unet targets) at a time (default: as many worker groups as the cluster's "
-                             "nodes hold, all on an autoscaling cluster; 0 = all at once, Ray queues the rest)")
+                        help="at most N trainers (umx/unet targets) at a time, the others wait in the driver (default: "
+                             "all at once; Ray queues the worker groups that do not fit)")
     group = parser.add_argument_group("training config (also keys of --config)")
     for name, help_text in config_options().items():
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=name.upper(), help=help_text)

@@ -2,19 +2,17 @@
 
 A *unit* is what one Ray Train ``TorchTrainer`` trains: one target's model (umx, unet), or one
 multi-source model of all the targets. :func:`run_units` starts every unit's work in a thread of its
-own; each thread's ``TorchTrainer.fit()`` asks Ray for its own DDP worker group (a placement group of
-``num_workers`` bundles), so the fits are independent and their worker groups run at the same time.
-``at_once`` units run at a time (the caller passes how many worker groups the cluster's nodes
-hold): the other threads wait for a running unit to end before they call ``fit()``. Waiting in the
-driver rather than in Ray matters on small clusters: every ``fit()`` starts its controller and
-helper actors (about six processes with Ray Train's imports) at once, whether its workers fit or
-not, and a queued controller retries its placement group every minute. On a 2-node, 1-CPU-each
-local cluster with 4 targets (bench/train.py fanout) the first two trainers began 16 and 31 s
-after the call instead of 26 and 38 s, and the raylet no longer warned of "6 PYTHON worker
-processes ... started"; the 4 targets' wall time stayed the same. (Without ``at_once``, Ray
-itself queues the placement groups that do not fit.) The calling (driver) thread
-polls each unit's newest checkpoint ``meta.json`` every 2 s and shows one bar per unit (epochs
-done, last losses).
+own at once; each thread's ``TorchTrainer.fit()`` asks Ray for its own DDP worker group (a placement
+group of ``num_workers`` bundles). Ray Train V2 runs one controller actor per ``fit()`` (no CPU of its
+own), so the fits are independent: with enough free resources all worker groups run at the same
+time; otherwise the placement groups of the others wait (an autoscaler sees them pending), and Ray
+Train's controller keeps retrying (``WorkerGroupStartupTimeoutError`` is retried without limit), so
+those units queue and start as soon as an earlier unit's workers are gone. ``at_once`` caps the
+units at a time (an operator's choice on a shared cluster): the other threads wait for a running
+unit to end before they call ``fit()``. (On the 2-node, 1-CPU-each bench cluster, 4 targets took
+the same time either way: 174 s with 2 at a time from the driver, 173 s all queued by Ray, median
+of 2 alternating runs, bench/train.py queueing.) The calling (driver) thread polls each unit's
+newest checkpoint ``meta.json`` every 2 s and shows one bar per unit (epochs done, last losses).
 
 A unit that fails does not stop the others: every unit runs to its end (each one's checkpoints are
 kept), then the first error, in unit order, is raised.

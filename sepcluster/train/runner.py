@@ -8,9 +8,9 @@ epoch in ``RunConfig(storage_path, name=<run_name>-<unit>)`` (local or ``s3://``
 
 * a per-target family (umx, unet): one unit per target, run concurrently
   (:mod:`sepcluster.train.fanout`). ``num_workers`` is *per target*: 4 targets with 2 workers each
-  ask for 8 workers; as many units train at a time as the cluster's nodes hold worker groups
-  (``concurrent_units`` overrides it; all at once on an autoscaling cluster), the others wait in the
-  driver and start as earlier ones finish;
+  ask for 8 workers; with enough resources all 4 worker groups train at the same time, with fewer
+  Ray queues the groups that do not fit and starts them as earlier ones finish (an autoscaler sees
+  them pending); ``concurrent_units`` caps the trainers at a time (the others wait in the driver);
 * a multi-source family (htdemucs, bs_roformer, mel_roformer): one unit, named after the model,
   that trains all targets at once (the targets are the model's sources, in order).
 
@@ -190,7 +190,7 @@ class _Plan:
     resume: dict  # unit -> {"uri", "meta"} of its newest complete checkpoint
     segment: float = 0.0  # seconds of a training excerpt (a multi-source model's training length)
     register: Optional[str] = None
-    at_once: Optional[int] = None  # units trained at a time (None: all)
+    at_once: Optional[int] = None  # at most this many units at a time (None: all)
 
     @property
     def multi_source(self) -> bool:
@@ -241,9 +241,9 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
     ``RAY_ADDRESS``, else a local Ray; inside a Ray session already open, that one). heldout: a
     stem library of songs never trained on; the separator's SI-SDR improvement over the mixture on
     it is logged (``heldout_songs`` picks songs). register: register the logged MLflow model under
-    this name (``sepcluster separate --model models:/NAME/VERSION``). concurrent_units: trainers
-    (targets of umx/unet) at a time; default as many worker groups as the cluster's nodes hold, 0 =
-    all at once (Ray queues the placement groups that do not fit, e.g. for an autoscaling cluster).
+    this name (``sepcluster separate --model models:/NAME/VERSION``). concurrent_units: at most
+    this many trainers (targets of umx/unet) at a time, the others wait in the driver (default
+    ``None`` or 0: all at once; Ray queues the worker groups that do not fit).
 
     Raises ConfigError / DataError / StorageError before any worker starts on bad input.
     """
@@ -257,22 +257,8 @@ def train(data: str, targets: Union[str, Iterable[str]] = "vocals", config: Unio
         raise ConfigError("concurrent_units", f"must be in 0..10000 (0 = all at once), got {concurrent_units}")
     with raycluster.session(address):
         _check_resources(plan.num_workers, plan.use_gpu, plan.config)
-        plan.at_once = _units_at_once(plan, concurrent_units)
+        plan.at_once = int(concurrent_units or 0) or None
         return _run(plan)
-
-
-def _units_at_once(plan: _Plan, concurrent_units: Optional[int]) -> Optional[int]:
-    """How many units train at a time: ``concurrent_units`` (0 = all, ``None`` = as many worker groups
-    as the cluster's nodes hold, at least one; all on an autoscaling cluster, whose pending worker
-    groups ask its autoscaler for nodes)."""
-    from .. import raycluster
-
-    if concurrent_units is not None:
-        return int(concurrent_units) or None
-    if len(plan.units) == 1 or raycluster.autoscaling_max():
-        return None
-    per_worker = {"CPU": plan.config.cpus_per_worker, "GPU": 1 if plan.use_gpu else 0}
-    return max(1, raycluster.worker_slots(per_worker) // plan.num_workers)
 
 
 def _check_register(name: Optional[str]) -> Optional[str]:
@@ -386,8 +372,7 @@ def _run(plan: _Plan) -> TrainResult:
         units = [Unit(u, storage.join(plan.storage_path, f"{plan.run_name}-{u}"), plan.config.epochs)
                  for u in plan.units]
         if plan.at_once and plan.at_once < len(units):
-            log.info("training %d units, %d at a time (the worker groups the cluster holds at once)",
-                     len(units), plan.at_once)
+            log.info("training %d units, %d at a time (concurrent_units)", len(units), plan.at_once)
         done = run_units(units, lambda unit: _train_target(plan, unit.name, parent_id, children[unit.name]),
                          at_once=plan.at_once)
         results = {u: r for u, (r, _m) in done.items()}

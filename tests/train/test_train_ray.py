@@ -114,9 +114,6 @@ def test_bad_input_fails_before_workers_start(stem_library, tmp_path, ray_local)
     with pytest.raises(ConfigError) as err:
         train(str(stem_library), "vocals", dict(TINY), num_workers=3, storage_path=str(runs))
     assert err.value.field == "num_workers"
-    with pytest.raises(ConfigError) as err:
-        train(str(stem_library), "vocals", dict(TINY), concurrent_units=-1, storage_path=str(runs))
-    assert err.value.field == "concurrent_units"
     empty = tmp_path / "empty-dataset"
     empty.mkdir()
     (empty / "_dataset.json").write_text(json.dumps({"base_seed": 0, "num_mixtures": 4, "sample_rate": RATE,
@@ -260,47 +257,36 @@ def test_interrupted_driver_resumes_at_next_epoch_parquet(parquet_dataset, ray_l
     assert sorted(set(steps)) == list(range(1, done + 3)), steps
 
 
-def test_units_at_a_time_are_the_worker_groups_the_cluster_holds(ray_local):
-    """Per-target trainers start as many at a time as the local Ray's 2 CPUs hold worker groups; the rest
-    wait in the driver (sepcluster.train.fanout), or all start at once with concurrent_units=0."""
-    from types import SimpleNamespace
+def test_concurrent_units_caps_the_trainers_at_a_time(stem_library, ray_local, tmp_path):
+    """Two targets with concurrent_units=1 train one after the other (the second trainer's workers start
+    after the first's last epoch), both complete; a bad cap is refused naming the field."""
+    from sepcluster.train import train
 
-    from sepcluster.train.config import TrainConfig
-    from sepcluster.train.runner import _units_at_once
-
-    def plan(workers=1, cpus=1.0, units=("vocals", "drums", "bass", "other"), gpu=False):
-        return SimpleNamespace(units=list(units), num_workers=workers, use_gpu=gpu,
-                               config=TrainConfig.from_dict(dict(TINY, cpus_per_worker=cpus)))
-
-    assert _units_at_once(plan(), None) == 2
-    assert _units_at_once(plan(workers=2), None) == 1
-    assert _units_at_once(plan(cpus=0.5), None) == 4
-    assert _units_at_once(plan(cpus=1.5), None) == 1
-    assert _units_at_once(plan(units=("vocals",)), None) is None
-    assert _units_at_once(plan(), 0) is None and _units_at_once(plan(), 3) == 3
-
+    res = train(str(stem_library), ["vocals", "drums"], dict(TINY, epochs=2), concurrent_units=1, run_name="cap",
+                storage_path=str(tmp_path / "runs"), out=str(tmp_path / "bundle"))
+    spans = sorted((r.attempts[0]["time"], r.attempts[-1]["ended"][-1][1]) for r in res.targets.values())
+    assert all(r.finished and r.epoch == 2 for r in res.targets.values())
+    assert spans[0][1] < spans[1][0], spans
+    with pytest.raises(ConfigError) as err:
+        train(str(stem_library), "vocals", dict(TINY), concurrent_units=-1, storage_path=str(tmp_path / "runs"))
+    assert err.value.field == "concurrent_units"
 
 def test_an_autoscaling_cluster_takes_what_its_autoscaler_may_bring_up(ray_local):
     """On an autoscaling cluster (its autoscaler's config in the GCS) a GPU run passes the resource check
-    with no GPU node up yet, and every per-target trainer starts at once (pending worker groups ask for
-    nodes); without it the same run is refused, naming the field."""
-    from types import SimpleNamespace
-
+    with no GPU node up yet (its pending worker groups ask for nodes); without it the same run is
+    refused, naming the field."""
     from sepcluster.train.config import TrainConfig
-    from sepcluster.train.runner import _check_resources, _units_at_once
+    from sepcluster.train.runner import _check_resources
     from tests.conftest import fake_autoscaler
 
     config = TrainConfig.from_dict(dict(TINY))
-    plan = SimpleNamespace(units=["vocals", "drums", "bass", "other"], num_workers=1, use_gpu=True, config=config)
     with pytest.raises(ConfigError, match="has 0 GPU") as err:
         _check_resources(4, True, config)
     assert err.value.field == "gpus"
     fake_autoscaler([({"CPU": 8, "GPU": 1}, 4)])
     try:
         _check_resources(4, True, config)
-        assert _units_at_once(plan, None) is None
         with pytest.raises(ConfigError, match="can grow to 4 GPU"):
             _check_resources(5, True, config)
     finally:
         fake_autoscaler(None)
-    assert _units_at_once(plan, None) == 1  # a fixed cluster holding no GPU worker: at least one at a time
