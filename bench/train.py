@@ -186,20 +186,28 @@ def _cores_busy(start: Optional[int], wall_s: float) -> float:
     return (now - start) / os.sysconf("SC_CLK_TCK") / wall_s
 
 
-def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
-    """Wall time of 4 umx targets one after another vs concurrently on a 2-node local cluster
-    (``samples`` per epoch: with a few hundred, each trainer's start-up outweighs its training)."""
-    from sepcluster import raycluster
+def _fanout_cluster(work: str, name: str, epochs: int, samples: int):
+    """A started 2-node local cluster (head + 1 worker node, 1 CPU each; stop it) and the umx demo
+    config of the fan-out sections."""
     from sepcluster.localcluster import RayLocalCluster
-    from sepcluster.train import train
 
-    cluster = RayLocalCluster(os.path.join(work, "ray-fanout"), workers=1, num_cpus=1)
+    cluster = RayLocalCluster(os.path.join(work, name), workers=1, num_cpus=1)
     cluster.env = {"RAY_worker_niceness": "0", "SEPCLUSTER_HOME": os.environ["SEPCLUSTER_HOME"],
                    "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", "")}
     os.environ.update(RayLocalCluster.client_env())
     cluster.start()
     cfg = demo_config("umx", epochs=epochs, samples_per_epoch=samples, patience=1000, lr_decay_patience=1000,
                       valid_fraction=0.1, valid_seq_dur=4.0, cpus_per_worker=1, diagnostics_every=0)
+    return cluster, cfg
+
+
+def bench_fanout(lib: str, work: str, epochs: int, samples: int = 2048) -> dict:
+    """Wall time of 4 umx targets one after another vs concurrently on a 2-node local cluster
+    (``samples`` per epoch: with a few hundred, each trainer's start-up outweighs its training)."""
+    from sepcluster import raycluster
+    from sepcluster.train import train
+
+    cluster, cfg = _fanout_cluster(work, "ray-fanout", epochs, samples)
     runs = os.path.join(work, "fanout-runs")
     out = {}
     try:
@@ -237,16 +245,9 @@ def bench_queueing(lib: str, work: str, epochs: int, samples: int, repeats: int)
     starting 2 trainers at a time (``concurrent_units=2``: what the nodes hold) against all 4 at once
     with Ray queueing the worker groups (the default): wall time, alternating, ``repeats`` each."""
     from sepcluster import raycluster
-    from sepcluster.localcluster import RayLocalCluster
     from sepcluster.train import train
 
-    cluster = RayLocalCluster(os.path.join(work, "ray-queueing"), workers=1, num_cpus=1)
-    cluster.env = {"RAY_worker_niceness": "0", "SEPCLUSTER_HOME": os.environ["SEPCLUSTER_HOME"],
-                   "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", "")}
-    os.environ.update(RayLocalCluster.client_env())
-    cluster.start()
-    cfg = demo_config("umx", epochs=epochs, samples_per_epoch=samples, patience=1000, lr_decay_patience=1000,
-                      valid_fraction=0.1, valid_seq_dur=4.0, cpus_per_worker=1, diagnostics_every=0)
+    cluster, cfg = _fanout_cluster(work, "ray-queueing", epochs, samples)
     walls: dict = {"driver": [], "ray": []}
     try:
         with raycluster.session(cluster.address):

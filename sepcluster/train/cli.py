@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import argparse
 
-_RUN_OPTIONS = ("data", "targets", "num_workers", "gpus", "out", "run_name", "storage_path", "address", "heldout",
-                "heldout_songs", "register", "concurrent_units")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser``."""
     from ..config import ListOption

@@ -20,6 +20,7 @@ kept), then the first error, in unit order, is raised.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -44,13 +45,10 @@ def run_units(units: list, work: Callable[[Unit], Any], poll: float = 2.0, at_on
     """
     outcome: dict = {}
     errors: dict = {}
-    slots = threading.BoundedSemaphore(max(1, at_once)) if at_once else None
+    slots = threading.BoundedSemaphore(at_once) if at_once else contextlib.nullcontext()
 
     def run(unit: Unit) -> None:
         try:
-            if slots is None:
-                outcome[unit.name] = work(unit)
-                return
             with slots:
                 outcome[unit.name] = work(unit)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the driver's thread
