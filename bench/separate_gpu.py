@@ -1,4 +1,7 @@
-"""GPU benchmark of separate's waveform models (prints figures, no assertions): run it where a CUDA GPU is lent.
+"""Benchmark of separate's waveform models per device, batch size and precision (prints figures, no assertions).
+
+Made for a CUDA GPU (run it where one is lent); ``--device cpu --precisions fp32,bf16`` gives the
+CPU's bf16 figures (autocast; fp16 is CUDA only).
 
 Models as ``bench/separate.py`` makes them (random weights, saved as each reference saves them): an
 HTDemucs of the default demucs size (26.9 M parameters, 7.8 s segments) and a BS-RoFormer of the
@@ -19,7 +22,8 @@ loaders and run by its estimator (``sepcluster.separate.make_estimator``) on one
 
 Usage: ``.venv/bin/python bench/separate_gpu.py [--device cuda] [--seconds 60] [--batches 1,4,16]
 [--precisions fp32,bf16,fp16] [--kinds htdemucs,bs_roformer] [--json OUT]``. ``--device cpu --quick``
-is a smoke run of this script on a machine without a GPU (precision is ignored on the CPU).
+is a smoke run of this script on a machine without a GPU. On the CPU: ``--device cpu --batches 2
+--precisions fp32,bf16`` (two chunks at once, sepcluster's CPU default for demucs; a RoFormer runs one).
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def run_once(model, x: np.ndarray, device: str, batch: int, precision: str) -> t
 
     est = make_estimator(model, device=device, precision=precision, batch_size=batch)
     cuda = device.startswith("cuda")
-    separate_track(est, x[: min(len(x), 10 * SR)], SR)
+    separate_track(est, x[: min(len(x), (10 if cuda else 1) * SR)], SR)  # the CPU: one chunk
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -112,8 +116,9 @@ def bench_kind(kind: str, x: np.ndarray, args, tmp: str) -> list:
                    "sdr_vs_fp32_db": agreement_db(fp32, stems) if fp32 is not None and precision != "fp32" else None}
             rows.append(row)
             vs = f", SDR vs fp32 {row['sdr_vs_fp32_db']:.1f} dB" if row["sdr_vs_fp32_db"] is not None else ""
-            print(f"  {kind:12s} batch {batch:2d} {precision}: {row['realtime']:7.1f}x realtime ({wall:.2f} s), "
-                  f"peak GPU memory {peak:.2f} GiB{vs}", flush=True)
+            memory = f", peak GPU memory {peak:.2f} GiB" if peak == peak else ""
+            print(f"  {kind:12s} batch {batch:2d} {precision}: {row['realtime']:7.3f}x realtime ({wall:.2f} s)"
+                  f"{memory}{vs}", flush=True)
     return rows
 
 
@@ -122,7 +127,8 @@ def main() -> int:
     p.add_argument("--device", default="cuda", help="torch device (default cuda)")
     p.add_argument("--seconds", type=float, default=60.0, help="track length (default 60 s)")
     p.add_argument("--batches", default="1,4,16", help="chunks per model call (default 1,4,16)")
-    p.add_argument("--precisions", default="fp32,bf16,fp16", help="fp32 first, then autocast precisions")
+    p.add_argument("--precisions", default="fp32,bf16,fp16", help="fp32 first, then autocast precisions "
+                   "(the CPU: fp32,bf16)")
     p.add_argument("--kinds", default="htdemucs,bs_roformer", help="htdemucs, bs_roformer")
     p.add_argument("--quick", action="store_true", help="smoke run: a small RoFormer (dim 64, depth 1)")
     p.add_argument("--json", help="also write the rows to this JSON file")

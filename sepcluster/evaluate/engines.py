@@ -76,6 +76,25 @@ def ordered_targets(names) -> list[str]:
     return known + sorted(t for t in names if t not in MUSDB_TARGET_ORDER)
 
 
+def scored_targets(refs: dict, ests: dict, targets, track: str) -> tuple[dict, list[str]]:
+    """``(references, targets)`` to score: ``targets`` (default every estimate) in museval's order, each
+    with an estimate (else DataError naming the track), the references completed with accompaniment /
+    linear_mixture sums, a target without a reference skipped with a warning (DataError where none is left)."""
+    wanted = ordered_targets(targets if targets is not None else ests.keys())
+    missing_est = [t for t in wanted if t not in ests]
+    if missing_est:
+        raise DataError(f"track '{track}': no estimate for target(s) {', '.join(missing_est)}")
+    refs = _complete_references(refs, wanted, track)
+    no_ref = [t for t in wanted if t not in refs]
+    if no_ref:
+        _warn(f"track '{track}': no reference for target(s) {', '.join(no_ref)}; skipped")
+        wanted = [t for t in wanted if t in refs]
+    if not wanted:
+        raise DataError(f"track '{track}': no target has both a reference and an estimate "
+                        f"(references: {sorted(refs)}, estimates: {sorted(ests)})")
+    return refs, wanted
+
+
 def _complete_references(references: dict[str, np.ndarray], wanted: list[str], track: str) -> dict:
     refs = dict(references)
     for target in wanted:
@@ -184,18 +203,7 @@ def align_track(references: Mapping[str, np.ndarray], estimates: Mapping[str, np
         raise DataError(f"track '{track}': no estimates")
     refs = {k: _as_2d(k, f"track '{track}' reference", v) for k, v in references.items()}
     ests = {k: _as_2d(k, f"track '{track}' estimate", v) for k, v in estimates.items()}
-    wanted = ordered_targets(targets if targets is not None else ests.keys())
-    missing_est = [t for t in wanted if t not in ests]
-    if missing_est:
-        raise DataError(f"track '{track}': no estimate for target(s) {', '.join(missing_est)}")
-    refs = _complete_references(refs, wanted, track)
-    no_ref = [t for t in wanted if t not in refs]
-    if no_ref:
-        _warn(f"track '{track}': no reference for target(s) {', '.join(no_ref)}; skipped")
-        wanted = [t for t in wanted if t in refs]
-    if not wanted:
-        raise DataError(f"track '{track}': no target has both a reference and an estimate "
-                        f"(references: {sorted(refs)}, estimates: {sorted(ests)})")
+    refs, wanted = scored_targets(refs, ests, targets, track)
     _broadcast_channels(refs, ests, wanted, track)
     return refs, ests, wanted, _align_lengths(refs, ests, wanted, track)
 

@@ -64,7 +64,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AudioError, DataError
-from .engines import EvaluationWarning, _complete_references, _warn, ordered_targets  # noqa: F401
+from .engines import _warn, scored_targets
 
 SDR_EPSILON = {"demucs": 1e-7, "msst": 1e-8}
 SISDR_VARIANTS = ("torchmetrics", "msst")
@@ -360,18 +360,7 @@ def track_scores(references: Mapping[str, np.ndarray], estimates: Mapping[str, n
         raise DataError(f"track '{track}': no estimates")
     refs = {k: _as_audio(k, f"track '{track}' reference", v) for k, v in references.items()}
     ests = {k: _as_audio(k, f"track '{track}' estimate", v) for k, v in estimates.items()}
-    wanted = ordered_targets(targets if targets is not None else ests.keys())
-    missing = [t for t in wanted if t not in ests]
-    if missing:
-        raise DataError(f"track '{track}': no estimate for target(s) {', '.join(missing)}")
-    refs = _complete_references(refs, wanted, track)
-    no_ref = [t for t in wanted if t not in refs]
-    if no_ref:
-        _warn(f"track '{track}': no reference for target(s) {', '.join(no_ref)}; skipped")
-        wanted = [t for t in wanted if t in refs]
-    if not wanted:
-        raise DataError(f"track '{track}': no target has both a reference and an estimate "
-                        f"(references: {sorted(refs)}, estimates: {sorted(ests)})")
+    refs, wanted = scored_targets(refs, ests, targets, track)
     per_channel = sisdr_channels == "mean" or sisdr_zero_mean
     sums, n, nchan = _gather(refs, ests, wanted, track, per_channel)
     _warn_silent(sums, wanted, track, "uSDR and SI-SDR are")

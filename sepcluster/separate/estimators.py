@@ -188,7 +188,7 @@ def make_estimator(separator, targets=None, niter: int = 1, softmask: bool = Fal
     :class:`ModelEstimator` with the Wiener filter options ``niter``, ``softmask``, ``eps``,
     ``double`` on ``device``), a :class:`~sepcluster.models.demucs.DemucsModel` or a
     :class:`~sepcluster.models.roformer.RoformerModel` (a waveform estimator on ``device`` with
-    autocast ``precision`` "fp32"/"bf16"/"fp16" on CUDA, ``batch_size`` chunks per model call,
+    autocast ``precision`` "fp32"/"bf16"/"fp16" (fp16 on CUDA only), ``batch_size`` chunks per model call,
     ``workers`` chunks at once on the CPU; defaults in :mod:`sepcluster.separate.waveform_estimators`).
     ``targets``: list or
     comma-separated names (default: all); ``residual`` adds ``"accompaniment"`` (the mixture

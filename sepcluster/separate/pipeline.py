@@ -180,7 +180,7 @@ def separate(model: Optional[str] = None, input=None, out: Optional[str] = None,
         overwrite: redo tracks already done. downmix: average > 2 channels to mono.
         address: Ray address (None: ``RAY_ADDRESS`` or a new local Ray; an open session is reused).
         device: ``cpu``/``cuda`` (default: cuda when the cluster has GPUs); ``precision``: ``fp32``,
-            ``bf16`` or ``fp16`` autocast on CUDA; ``gpus_per_actor``: 0.5 packs two actors on a GPU.
+            ``bf16`` (CUDA or CPU) or ``fp16`` (CUDA) autocast of waveform models; ``gpus_per_actor``: 0.5 packs two actors on a GPU.
         chunk_seconds, overlap_seconds: spectrogram models' chunking (waveform models use their own
             segment and overlap); batch_chunks: chunks per model call.
         num_actors: separating actors (default: every GPU / ``gpus_per_actor``, else CPUs // 4), each
@@ -370,6 +370,7 @@ def _run_ray(todo: list, names: dict, summary: SeparateSummary, cfg: dict, *, ad
 
     with raycluster.session(address, num_cpus=num_cpus):
         res = _resources(device, num_actors, batch_chunks, gpus_per_actor, tracks_per_actor)
+        _check_precision(cfg, res["device"])
         # batch_size: what the user asked for (a waveform model's own default otherwise)
         cfg = dict(cfg, device=res["device"], threads=res["threads"], batch_chunks=res["batch_chunks"],
                    batch_size=batch_chunks, tracks_per_actor=res["tracks_per_actor"])
@@ -378,6 +379,17 @@ def _run_ray(todo: list, names: dict, summary: SeparateSummary, cfg: dict, *, ad
     for t in todo:
         if t.key not in seen:
             _record_missing(t, names, summary, cfg, failure)
+
+
+def _check_precision(cfg: dict, device: str) -> None:
+    """ConfigError for a precision the device cannot run (fp16 on the CPU), before any track; a warning
+    where the model ignores it (spectrogram models and oracles run fp32)."""
+    from .waveform_estimators import check_precision
+
+    check_precision(cfg["precision"], device)
+    if cfg["precision"] != "fp32" and cfg["separator"].get("kind") not in separators.WAVEFORM_KINDS:
+        log.warning("--precision %s applies to waveform models (%s); %s runs in fp32", cfg["precision"],
+                    ", ".join(separators.WAVEFORM_KINDS), cfg["separator"].get("kind"))
 
 
 def _dataset(todo: list, names: dict, cfg: dict, res: dict):

@@ -23,6 +23,7 @@ from sepcluster.errors import ConfigError
 from .estimator_base import RESIDUAL_NAME
 
 ORACLE_KIND = "oracle"
+WAVEFORM_KINDS = ("demucs", "bs_roformer", "mel_band_roformer")  # run by a waveform estimator (autocast)
 
 
 @dataclass(frozen=True)

@@ -356,6 +356,40 @@ def test_loud_stems_are_warned_and_recorded(tmp_path, sepcluster_home, caplog):
     assert "peaked above +-1" in s.format()
 
 
+def test_precision_is_checked_against_the_device_before_any_track(tmp_path, small_bundle, sepcluster_home, caplog):
+    """On the CPU: ``--precision fp16`` is refused naming the option before a track is touched (no stem, no
+    catalog); bf16 autocasts a demucs model (its stems move by bf16 rounding from ``apply_model``'s fp32
+    ones, and the resume key tells the two apart); with a spectrogram bundle bf16 is warned about."""
+    from sepcluster.errors import ConfigError
+    from tests.models.foreign_files import save_demucs
+    from tests.separate.waveform_cases import apply_model, demucs_reference, small_htdemucs
+
+    src = tmp_path / "in"
+    write(src / "a.wav", synth(3.0, 44100, seed=5), 44100, subtype="FLOAT")
+    th = save_demucs(small_htdemucs(), tmp_path / "htdemucs.th")
+    with pytest.raises(ConfigError, match="fp16 autocast runs on CUDA only") as err:
+        separate(input=str(src), out=str(tmp_path / "fp16"), model=str(th), device="cpu", precision="fp16")
+    assert err.value.field == "precision"
+    assert not (tmp_path / "fp16" / "a").exists() and not storage.exists(catalog.catalog_uri(str(tmp_path / "fp16")))
+
+    out = tmp_path / "bf16"
+    assert separate(input=str(src), out=str(out), model=str(th), precision="bf16", format="wav",
+                    bits=32).tracks_done == 1
+    mixture = sf.read(str(src / "a.wav"), dtype="float32", always_2d=True)[0]
+    reference = demucs_reference(th)
+    for target, expected in zip(reference.sources, apply_model(reference, mixture)):
+        got = sf.read(str(out / "a" / f"{target}.wav"), dtype="float32", always_2d=True)[0]
+        err_db = 10 * np.log10(np.sum(expected.astype(np.float64) ** 2) / np.sum((got - expected) ** 2))
+        assert 20 < err_db < 120, (target, err_db)  # near the fp32 stems, but not them
+    again = separate(input=str(src), out=str(out), model=str(th), format="wav", bits=32)  # fp32: other settings
+    assert (again.tracks_done, again.tracks_skipped) == (1, 0)
+
+    with caplog.at_level("WARNING", logger="sepcluster.separate.pipeline"):
+        separate(input=str(src), out=str(tmp_path / "umx"), model=small_bundle, precision="bf16")
+    assert any("--precision bf16 applies to waveform models" in r.message and "bundle runs in fp32" in r.message
+               for r in caplog.records)
+
+
 def test_gpu_actors_count_the_gpus_an_autoscaler_may_bring_up():
     """``--device cuda`` on a cluster with no GPU node up: refused naming the device on a fixed cluster;
     on an autoscaling one (its autoscaler's config in the GCS, as KubeRay's writes it) one actor per GPU

@@ -89,18 +89,36 @@ def test_make_estimator_for_loaded_models(tmp_path):
         make_estimator(load_demucs(demucs_path), targets=["piano"])
 
 
-def test_cpu_precision_stays_fp32_and_engines_check_domains(tmp_path, small_bundle):
+def test_cpu_bf16_autocasts_every_chunk_and_engines_check_domains(tmp_path, small_bundle):
+    """bf16 on the CPU runs the model's convolutions in bf16, in the worker threads too (autocast is per
+    thread), and moves the stems by bf16 rounding only; fp16 on the CPU is refused naming the option."""
     model = load_demucs(save_demucs(small_demucs("hdemucs"), tmp_path / "h.th"))
     x = synth(3.0, 44100, seed=3)
-    fp32 = separate_track(model, x, 44100)
-    for precision in ("bf16", "fp16"):  # autocast is for CUDA only: the CPU result is the fp32 one
-        other = separate_track(model, x, 44100, precision=precision)
-        assert all(np.array_equal(fp32[s], other[s]) for s in SOURCES4)
+    seen = []
+    conv = next(m for m in model.models[0].modules() if isinstance(m, torch.nn.Conv1d))
+    hook = conv.register_forward_hook(lambda mod, inputs, output: seen.append(output.dtype))
+    try:
+        fp32 = separate_track(model, x, 44100)
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        for workers in (1, 2):  # one chunk per call, and two chunks at once in two threads
+            est = make_estimator(model, precision="bf16", workers=workers, batch_size=workers)
+            bf16 = separate_track(est, x, 44100)
+            assert set(seen) == {torch.bfloat16}, workers
+            seen.clear()
+            for s in SOURCES4:
+                assert bf16[s].dtype == np.float32 and not np.array_equal(fp32[s], bf16[s])
+                err_db = 10 * np.log10(np.sum(fp32[s].astype(np.float64) ** 2) / np.sum((fp32[s] - bf16[s]) ** 2))
+                assert err_db > 20, (s, workers, err_db)
+    finally:
+        hook.remove()
+    with pytest.raises(ConfigError, match="fp16 autocast runs on CUDA only, not on cpu") as err:
+        separate_track(model, x, 44100, precision="fp16")
+    assert err.value.field == "precision"
     with pytest.raises(ConfigError, match="works on 'spectrogram' chunks"):
         WaveformEngine(make_estimator(load_bundle(small_bundle)))
     with pytest.raises(ConfigError, match="works on 'waveform' chunks"):
         ChunkedEngine(make_estimator(model))
-    assert torch.get_num_threads() >= 1
 
 
 def test_empty_and_multichannel_inputs(tmp_path):
