@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "score it in the same Ray task (no stems written)")
     parser.add_argument("--niter", type=int, default=1,
                         help="with --separate-with: Wiener EM iterations (default 1)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="with --separate-with: autocast of a demucs / RoFormer model (bf16 on CUDA or the "
+                             "CPU, fp16 on CUDA; default fp32), as separate --precision")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -69,7 +72,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                        subset=args.subset, is_wav=args.is_wav, device=args.device, write_json=not args.no_json,
                        log_mlflow=not args.no_mlflow, num_cpus=args.num_cpus, tracks=args.tracks,
                        separate_with=args.separate_with, niter=args.niter, metrics=args.metrics,
-                       label_map=args.label_map)
+                       label_map=args.label_map, precision=args.precision)
     print(format_summary(summary))
     if getattr(args, "report", False):
         from .report import write_report

@@ -197,7 +197,9 @@ def format_summary(summary: dict) -> str:
     if spm is not None:
         lines.append(f"engine time: {spm:.2f} s per track-minute")
     if summary.get("separate_with"):
-        lines.append(f"separated in memory with {summary['separate_with']}: {summary['separate_seconds']:.1f} s")
+        autocast = f" ({summary['precision']} autocast)" if summary.get("precision", "fp32") != "fp32" else ""
+        lines.append(f"separated in memory with {summary['separate_with']}{autocast}: "
+                     f"{summary['separate_seconds']:.1f} s")
     lines += _score_lines(summary)
     for track, err in summary.get("failures", {}).items():
         lines.append(f"  FAILED {track}: {err}")

@@ -66,7 +66,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
              subset: str | None = None, is_wav: bool | None = None, device: str | None = None,
              write_json: bool = True, log_mlflow: bool = True, num_cpus: float | None = None,
              tracks: list[str] | None = None, separate_with: str | None = None, niter: int = 1,
-             metrics: list[str] | None = None, label_map=None) -> dict:
+             metrics: list[str] | None = None, label_map=None, precision: str = "fp32") -> dict:
     """Score every track with both references and estimates; write Parquet, museval JSON, summary.json.
 
     references: MUSDB root / MoisesDB root / stem-folder tree or track folder / generate dataset
@@ -78,8 +78,9 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     window/hop: BSS Eval frames in seconds. address: Ray address (None: RAY_ADDRESS or a new
     local Ray). num_cpus: CPUs per track task (default 1 with ``bss``, else 0.5). tracks: restrict
     to these track names. separate_with: a separator bundle; then ``estimates`` must be None and
-    each track is separated in memory (``niter`` Wiener EM iterations, on ``device``) and scored
-    in the same task. label_map: MoisesDB references' label map (mapping or YAML URI).
+    each track is separated in memory (``niter`` Wiener EM iterations, on ``device``, a demucs /
+    RoFormer model with autocast ``precision``: ``bf16``, or ``fp16`` on CUDA) and scored in the same
+    task. label_map: MoisesDB references' label map (mapping or YAML URI).
 
     Returns the summary dict (also written to ``out/summary.json``; :mod:`.outputs`): counts,
     timings (``seconds_per_track_minute``: BSS Eval engine seconds per minute of audio), worker
@@ -93,7 +94,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     estimates, out, separate_with = storage.absolute(estimates), storage.absolute(out), model_uri(separate_with)
     asked = _check_options(engine, window, hop, method, metrics)
     t_start = time.perf_counter()
-    separator = _separator(separate_with, estimates, targets)
+    separator = _separator(separate_with, estimates, targets, precision, device)
     bundle_targets = list(separator.sources) if separator else []
     ref_specs, subset_name = list_references(references, subset=subset, is_wav=is_wav, label_map=label_map)
     if separate_with:
@@ -104,7 +105,8 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
     expected = list(targets) if targets else sorted({t for it in items for t in json.loads(it["est_files"])})
     options = json.dumps({"method": method, "targets": list(targets) if targets else None, "window": float(window),
                           "hop": float(hop), "engine": engine, "device": device, "separate_with": separate_with,
-                          "separator": separator.to_dict() if separator else None, "bundle_targets": bundle_targets, "niter": int(niter), "metrics": asked,
+                          "separator": separator.to_dict() if separator else None, "bundle_targets": bundle_targets,
+                          "niter": int(niter), "metrics": asked, "precision": precision,
                           "expected_targets": [] if separate_with else expected})
     for it in items:
         it["options"] = options
@@ -118,6 +120,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
                                                  write_json)
     summary = _summary(rows, frames, medians, scores, asked, uris, method=method, engine=engine, device=device,
                        window=window, hop=hop, subset=subset_name, separate_with=separate_with,
+                       precision=precision,
                        counts={"n_missing_estimates": len(missing), "n_orphan_estimates": len(orphans),
                                "n_skipped_catalog_rows": int(skipped_rows)})
     summary["wall_seconds"] = time.perf_counter() - t_start
@@ -130,7 +133,7 @@ def evaluate(references, estimates, out: str, engine: str = "torch", targets: li
 
 def _summary(rows: pd.DataFrame, frames: pd.DataFrame, medians: pd.DataFrame, scores: pd.DataFrame, asked: list,
              uris: dict, *, method: str, engine: str, device, window: float, hop: float, subset: str,
-             separate_with, counts: dict) -> dict:
+             separate_with, precision: str, counts: dict) -> dict:
     """The summary dict of :func:`evaluate` (without ``wall_seconds``)."""
     ok, errors = rows[rows["error"] == ""], rows[rows["error"] != ""]
     missing_targets = {r.track: json.loads(r.missing_targets) for r in rows.itertuples()
@@ -147,6 +150,7 @@ def _summary(rows: pd.DataFrame, frames: pd.DataFrame, medians: pd.DataFrame, sc
         "audio_seconds": audio_s, "eval_seconds": eval_s, "metric_seconds": float(ok["metric_seconds"].sum()),
         "read_seconds": float(rows["read_seconds"].sum()),
         "separate_with": separate_with, "separate_seconds": float(ok["separate_seconds"].sum()),
+        "precision": precision,
         "seconds_per_track_minute": (eval_s / (audio_s / 60.0)) if (audio_s > 0 and BSS in asked) else None,
         "worker_peak_rss_mb": float(rows["worker_peak_rss_mb"].max()),
         "worker_peak_rss_mb_by_pid": {str(k): float(v) for k, v in
@@ -175,19 +179,27 @@ def _check_options(engine: str, window: float, hop: float, method: str, metrics)
     return [m for m in METRIC_CHOICES if m in asked]
 
 
-def _separator(separate_with: str | None, estimates: str | None, targets):
+def _separator(separate_with: str | None, estimates: str | None, targets, precision: str = "fp32", device=None):
     """The :class:`~sepcluster.separate.SeparatorSpec` of ``separate_with`` (any model ``sepcluster
-    separate --model`` takes, loaded once here so a bad one fails before any work), or None."""
+    separate --model`` takes, loaded once here so a bad one fails before any work), or None; ``precision``
+    checked against ``device``."""
     if not separate_with:
         if not estimates:
             raise ConfigError("estimates", "is required (a folder <track>/<target>.wav or a separate catalog), "
                                            "unless separate_with names a model bundle")
+        if precision != "fp32":
+            raise ConfigError("precision", f"{precision} applies to a model separated in memory (separate_with); "
+                                           f"estimates are scored as they are")
         return None
     if estimates:
         raise ConfigError("estimates", "give either estimates or separate_with (a model bundle), not both")
-    from ..separate import resolve_separator
+    from ..separate import WAVEFORM_KINDS, check_precision, resolve_separator
 
+    check_precision(precision, device or "cpu")
     spec = resolve_separator(separate_with)
+    if precision != "fp32" and spec.kind not in WAVEFORM_KINDS:
+        log.warning("precision %s applies to waveform models (%s); %s runs in fp32", precision,
+                    ", ".join(WAVEFORM_KINDS), spec.kind)
     if targets and not set(targets) & set(spec.sources):
         raise ConfigError("targets", f"{targets} are not outputs of {storage.redact(separate_with)} "
                                      f"(it has {', '.join(spec.sources)})")
@@ -251,6 +263,7 @@ def _log_run(summary: dict, references, estimates, out: str, targets) -> None:
     params = {"references": references if isinstance(references, (str, os.PathLike)) else "<iterable>",
               "estimates": estimates, "out": out, "engine": summary["engine"], "device": summary["device"],
               "window": summary["window"], "hop": summary["hop"], "method": summary["method"],
+              "precision": summary["precision"],
               "targets": ",".join(targets) if targets else "all", "subset": summary["subset"],
               "metrics": ",".join(summary["metrics"])}
     with tracking.job_run("evaluate", params, run_name=f"evaluate-{summary['method']}"):

@@ -64,7 +64,7 @@ def _separate_in_memory(opts: dict, spec: RefSpec, refs: dict[str, np.ndarray], 
     model = _BUNDLES[key]
     mixture = read_mixture(spec, refs, sr)
     outs = separate_track(model, mixture, sr, targets=targets, niter=opts["niter"], device=device,
-                          downmix=mixture.shape[1] > 2)
+                          downmix=mixture.shape[1] > 2, precision=opts.get("precision") or "fp32")
     return {t: outs[t] for t in targets}
 
 

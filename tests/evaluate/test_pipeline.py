@@ -254,3 +254,35 @@ def test_separate_with_a_demucs_file_scores_apply_model_output(ray_local, trees,
         assert list(got["target"]) == list(expected["target"]) and len(got) > 0
         for m in METRICS:  # the chunk batches differ from apply_model's by float rounding (~1e-7)
             np.testing.assert_allclose(got[m].to_numpy(), expected[m].to_numpy(), atol=1e-3, equal_nan=True)
+
+
+def test_separate_with_precision_bf16_moves_scores_by_rounding_only(ray_local, trees, tmp_path, capsys):
+    """``--separate-with MODEL --precision bf16`` autocasts the demucs model on the CPU: every frame's
+    scores stay within rounding of the fp32 run's but are not all equal to them, and the summary says
+    which precision scored; fp16 on the CPU and a precision without a model are refused naming it (exit 2)."""
+    from sepcluster.cli import main
+    from tests.models.foreign_files import save_demucs
+    from tests.separate.waveform_cases import small_htdemucs
+
+    _root, refs_dir, est_dir, _data = trees
+    th = save_demucs(small_htdemucs(), tmp_path / "htdemucs.th")
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"out_{precision}"
+        assert main(["evaluate", "--references", str(refs_dir), "--separate-with", str(th), "--out", str(out),
+                     "--no-mlflow", "--targets", "vocals", "--precision", precision, "--metrics", "bss,sdr"]) == 0
+        assert json.loads((out / "summary.json").read_text())["precision"] == precision
+        runs[precision] = (pd.read_parquet(out / "frames.parquet").sort_values(["track", "frame"]),
+                           pd.read_parquet(out / "track_scores.parquet").sort_values("track"))
+    assert "(bf16 autocast)" in capsys.readouterr().out
+    (frames32, scores32), (frames16, scores16) = runs["fp32"], runs["bf16"]
+    assert len(frames32) == len(frames16) > 0
+    diff = np.abs(frames16["SDR"].to_numpy() - frames32["SDR"].to_numpy())
+    assert 0 < np.nanmax(diff) < 0.5, np.nanmax(diff)
+    assert 0 < np.abs(scores16["uSDR"].to_numpy() - scores32["uSDR"].to_numpy()).max() < 0.1
+    assert main(["evaluate", "--references", str(refs_dir), "--separate-with", str(th), "--out",
+                 str(tmp_path / "fp16"), "--no-mlflow", "--precision", "fp16"]) == 2
+    assert "fp16 autocast runs on CUDA only" in capsys.readouterr().err
+    assert main(["evaluate", "--references", str(refs_dir), "--estimates", str(est_dir), "--out",
+                 str(tmp_path / "est"), "--no-mlflow", "--precision", "bf16"]) == 2
+    assert "applies to a model separated in memory" in capsys.readouterr().err
