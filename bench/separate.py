@@ -34,6 +34,9 @@ the model demucs' own loader reads back (``torch.no_grad``, torch's default thre
    track: tests/separate/test_waveform_engine.py), while demucs' whole-track output buffers
    fill as it goes, so its figure is a lower bound ("at least").
 
+``--precision bf16``: sepcluster's side of the demucs and roformer parts runs with bf16 autocast (the
+references stay fp32, so the ratio includes bf16's speed-up and max |diff| is bf16's rounding).
+
 ``roformer``: a BS-RoFormer of the published size of MSST's viperx vocals model
 (configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml: dim 512, depth 12, 62 bands, STFT
 2048/441, chunk 352800 = 8 s, num_overlap 2, target vocals; 160 M parameters) with
@@ -313,11 +316,11 @@ def _load_side(args):
     if args.worker == "demucs-sep":
         from sepcluster.models.demucs import load_demucs
 
-        est = make_estimator(load_demucs(args.model), workers=args.workers)
+        est = make_estimator(load_demucs(args.model), workers=args.workers, precision=args.precision)
     else:
         from sepcluster.models.roformer import load_roformer
 
-        est = make_estimator(load_roformer(args.model, args.config), workers=args.workers)
+        est = make_estimator(load_roformer(args.model, args.config), workers=args.workers, precision=args.precision)
 
     def run(x):
         if x is None:  # stream the file
@@ -532,7 +535,7 @@ def _rss(name: str, ref_w: str, sep_w: str, common: list, args, tmp: str, stop: 
 def demucs_part(args, tmp: str, figures: dict) -> None:
     """A default-size HTDemucs vs demucs' apply_model (module docstring)."""
     model = make_htdemucs(tmp)
-    common = ["--model", model]
+    common = ["--model", model, "--precision", args.precision]
     print(f"HTDemucs (default size, 26.9 M parameters, 7.8 s segments), CPU "
           f"({figures['torch_threads']} threads): {args.demucs_seconds:g} s track, best of {args.repeats}", flush=True)
     figures["demucs"] = {"speed": _speed("demucs apply_model (split, overlap 0.25)", "demucs-ref", "demucs-sep",
@@ -550,7 +553,7 @@ def roformer_part(args, tmp: str, figures: dict) -> None:
         print("roformer part skipped: the msst package (test-only oracle) is not installed", flush=True)
         return
     ckpt, config = make_roformer(tmp, args.quick)
-    common = ["--model", ckpt, "--config", config]
+    common = ["--model", ckpt, "--config", config, "--precision", args.precision]
     size = "dim 64, depth 1 (--quick)" if args.quick else "viperx ep_317 size: dim 512, depth 12, 160 M parameters"
     print(f"BS-RoFormer ({size}; chunk 8 s, num_overlap 2, inference.batch_size 1), CPU: "
           f"{args.roformer_seconds:g} s track, one run per side", flush=True)
@@ -574,6 +577,9 @@ def main() -> int:
     p.add_argument("--min-free-gb", type=float, default=3.0, help="stop a reference below this available memory")
     p.add_argument("--quick", action="store_true", help="smoke run: short tracks, 1 repeat, 1 and 2 minute RSS")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="sepcluster's side of the demucs / roformer parts: bf16 autocast (the references stay "
+                        "fp32: the ratio then includes bf16's speed, max |diff| is bf16 rounding)")
     # worker mode (internal)
     p.add_argument("--worker", choices=["umx", "umx-file", "sep", "sep-file", *WAVEFORM_WORKERS],
                    help=argparse.SUPPRESS)
