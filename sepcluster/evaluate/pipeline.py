@@ -193,13 +193,10 @@ def _separator(separate_with: str | None, estimates: str | None, targets, precis
         return None
     if estimates:
         raise ConfigError("estimates", "give either estimates or separate_with (a model bundle), not both")
-    from ..separate import WAVEFORM_KINDS, check_precision, resolve_separator
+    from ..separate import resolve_separator
 
-    check_precision(precision, device or "cpu")
     spec = resolve_separator(separate_with)
-    if precision != "fp32" and spec.kind not in WAVEFORM_KINDS:
-        log.warning("precision %s applies to waveform models (%s); %s runs in fp32", precision,
-                    ", ".join(WAVEFORM_KINDS), spec.kind)
+    spec.check_precision(precision, device or "cpu")
     if targets and not set(targets) & set(spec.sources):
         raise ConfigError("targets", f"{targets} are not outputs of {storage.redact(separate_with)} "
                                      f"(it has {', '.join(spec.sources)})")

@@ -21,7 +21,6 @@ _LAZY = {
     "wiener": ".wiener", "IdealRatioMask": ".oracle", "list_inputs": ".inputs", "safe_name": ".inputs",
     "SeparatorSpec": ".separators", "resolve_separator": (".separators", "resolve"),
     "load_separator": (".separators", "load"), "model_uri": (".separators", "absolute"),
-    "check_precision": ".waveform_estimators", "WAVEFORM_KINDS": ".separators",
 }
 
 __all__ = sorted(_LAZY)

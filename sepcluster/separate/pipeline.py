@@ -370,7 +370,8 @@ def _run_ray(todo: list, names: dict, summary: SeparateSummary, cfg: dict, *, ad
 
     with raycluster.session(address, num_cpus=num_cpus):
         res = _resources(device, num_actors, batch_chunks, gpus_per_actor, tracks_per_actor)
-        _check_precision(cfg, res["device"])
+        # fp16 on the CPU is refused before any track
+        separators.SeparatorSpec.from_dict(cfg["separator"]).check_precision(cfg["precision"], res["device"])
         # batch_size: what the user asked for (a waveform model's own default otherwise)
         cfg = dict(cfg, device=res["device"], threads=res["threads"], batch_chunks=res["batch_chunks"],
                    batch_size=batch_chunks, tracks_per_actor=res["tracks_per_actor"])
@@ -379,17 +380,6 @@ def _run_ray(todo: list, names: dict, summary: SeparateSummary, cfg: dict, *, ad
     for t in todo:
         if t.key not in seen:
             _record_missing(t, names, summary, cfg, failure)
-
-
-def _check_precision(cfg: dict, device: str) -> None:
-    """ConfigError for a precision the device cannot run (fp16 on the CPU), before any track; a warning
-    where the model ignores it (spectrogram models and oracles run fp32)."""
-    from .waveform_estimators import check_precision
-
-    check_precision(cfg["precision"], device)
-    if cfg["precision"] != "fp32" and cfg["separator"].get("kind") not in separators.WAVEFORM_KINDS:
-        log.warning("--precision %s applies to waveform models (%s); %s runs in fp32", cfg["precision"],
-                    ", ".join(separators.WAVEFORM_KINDS), cfg["separator"].get("kind"))
 
 
 def _dataset(todo: list, names: dict, cfg: dict, res: dict):

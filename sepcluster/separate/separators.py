@@ -14,6 +14,7 @@ the run produces (outputs, sample rate) and what the catalog records (model kind
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -22,6 +23,7 @@ from sepcluster.errors import ConfigError
 
 from .estimator_base import RESIDUAL_NAME
 
+log = logging.getLogger(__name__)
 ORACLE_KIND = "oracle"
 WAVEFORM_KINDS = ("demucs", "bs_roformer", "mel_band_roformer")  # run by a waveform estimator (autocast)
 
@@ -64,6 +66,17 @@ class SeparatorSpec:
         if residual and RESIDUAL_NAME in chosen:
             raise ConfigError("residual", f"{self.describe()} has an output named '{RESIDUAL_NAME}' already")
         return chosen + ([RESIDUAL_NAME] if residual else [])
+
+    def check_precision(self, precision: str, device) -> None:
+        """ConfigError naming ``precision`` where ``device`` cannot run it (fp16 on the CPU:
+        :func:`~sepcluster.separate.waveform_estimators.check_precision`); a warning where this separator
+        ignores it (spectrogram models and oracles run fp32)."""
+        from .waveform_estimators import check_precision
+
+        check_precision(precision, device)
+        if precision != "fp32" and self.kind not in WAVEFORM_KINDS:
+            log.warning("--precision %s applies to waveform models (%s); %s runs in fp32", precision,
+                        ", ".join(WAVEFORM_KINDS), self.kind)
 
     def describe(self) -> str:
         if self.kind == ORACLE_KIND:
