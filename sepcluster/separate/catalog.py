@@ -54,6 +54,8 @@ SCHEMA = pa.schema([
     pa.field("settings_id", pa.string()),    # hash of the settings that change the output (format, niter, ...)
     pa.field("peak", pa.float64()),          # the stem's peak |sample| when above 1 (null otherwise)
     pa.field("clipping", pa.string()),      # then what --clip did: clamped to +-1 | rescaled | kept (float format)
+    pa.field("worker", pa.string()),         # the process that separated it: <host>:<pid>
+    pa.field("device", pa.string()),         # cpu | cuda (GPU <the node's GPU id(s) Ray gave that process>)
 ])
 COLUMNS = SCHEMA.names
 

@@ -29,6 +29,19 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def worker_identity(device) -> dict:
+    """The catalog's ``worker`` (``<host>:<pid>``) and ``device`` of this process: ``cpu``, or
+    ``cuda (GPU <ids>)`` with the node's GPU ids Ray gave the process (``CUDA_VISIBLE_DEVICES``), so
+    an operator sees which node and GPU made each track, and that actors share or spread GPUs."""
+    import socket
+
+    kind = str(device).split(":")[0]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if kind == "cuda" and visible:
+        kind = f"cuda (GPU {visible})"
+    return {"worker": f"{socket.gethostname()}:{os.getpid()}", "device": kind}
+
+
 def error_text(exc: BaseException) -> str:
     """One line for an error row: a SepclusterError's message, else the exception's type and message (redacted)."""
     if isinstance(exc, SepclusterError):
@@ -97,6 +110,7 @@ class SeparateWorker:
         spec = SeparatorSpec.from_dict(cfg["separator"])
         model = load_separator(spec, targets=cfg["targets"], device=self.device)
         self.spec = spec
+        self.identity = worker_identity(self.device)
         self.estimator = make_estimator(model, targets=cfg["targets"], niter=cfg["niter"], softmask=cfg["softmask"],
                                         residual=cfg["residual"], eps=cfg["eps"], double=cfg["double"],
                                         device=self.device, precision=cfg.get("precision") or "fp32",
@@ -178,7 +192,8 @@ class SeparateWorker:
                 status, error = catalog.ERROR, error_text(exc)
                 stats = None
         seconds = time.perf_counter() - t0 + float(row.get("prepare_seconds") or 0.0)
-        rows = make_rows(row, est.outputs, outputs, status, error, stats, self.spec.bundle_id, seconds, cfg)
+        rows = make_rows(row, est.outputs, outputs, status, error, stats, self.spec.bundle_id, seconds, cfg,
+                         identity=self.identity)
         catalog.write_part(cfg["out"], row["key"], rows)
         catalog.end_attempts(cfg["out"], row["key"])
         for r in rows:
@@ -193,8 +208,9 @@ def worker_class(cfg: dict) -> type:
 
 
 def make_rows(row: dict, names, outputs: dict, status: str, error: Optional[str], stats, bundle_id: str,
-              seconds: float, cfg: dict) -> list:
-    """The catalog rows of one track (one per output name)."""
+              seconds: float, cfg: dict, identity: Optional[dict] = None) -> list:
+    """The catalog rows of one track (one per output name); ``identity``: the worker's
+    :func:`worker_identity` (None for a row the driver writes)."""
     downmixed = bool(row.get("downmixed")) or bool(stats.downmixed if stats is not None else False)
     channels = int(row.get("channels") or (stats.channels if stats is not None else 0) or 0) or None
     rate = int(row.get("sample_rate") or (stats.sample_rate if stats is not None else 0) or 0) or None
@@ -223,6 +239,7 @@ def make_rows(row: dict, names, outputs: dict, status: str, error: Optional[str]
             "finished_at": finished, "worker_max_rss_mb": rss, "model_kind": separator.get("kind"),
             "weights_sha256": separator.get("weights_sha256"), "settings_id": cfg.get("settings_id"),
             "peak": peaks[name][0] if name in peaks else None, "clipping": peaks[name][1] if name in peaks else None,
+            **(identity or {}),
         })
     return rows
 

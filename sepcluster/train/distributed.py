@@ -41,6 +41,13 @@ def several_ranks() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def backend() -> Optional[str]:
+    """The process group's backend (``nccl`` on GPUs, ``gloo`` on CPUs), or None without one."""
+    import torch.distributed as dist
+
+    return str(dist.get_backend()) if dist.is_available() and dist.is_initialized() else None
+
+
 def all_reduce(values: list[float], device: torch.device) -> list[float]:
     """Sums of ``values`` over the ranks (float64, element by element); the values themselves on one rank."""
     import torch.distributed as dist
@@ -143,5 +150,5 @@ def report(metrics: dict, checkpoint_folder: Optional[str], name: str) -> None:
     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
 
-__all__ = ["WorkerContext", "several_ranks", "all_reduce", "all_reduce_stats", "barrier", "gather",
+__all__ = ["WorkerContext", "several_ranks", "backend", "all_reduce", "all_reduce_stats", "barrier", "gather",
            "worker_context", "dataset_shard", "prepare_model", "restored_checkpoint", "report"]

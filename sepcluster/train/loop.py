@@ -270,7 +270,7 @@ def start_attempt(state: TrainState, ctx: WorkerContext, precision: Precision, s
     pids = distributed.gather(os.getpid())
     state.attempts.append({"start_epoch": start_epoch, "world_size": ctx.world_size, "time": time.time(),
                            "device": str(ctx.device), "precision": precision.name, "pids": pids,
-                           "torch_threads": torch.get_num_threads()})
+                           "torch_threads": torch.get_num_threads(), "backend": distributed.backend()})
     seed_info = distributed.gather(source.seed_info(start_epoch))
     if ctx.rank == 0:
         attempt = len(state.attempts)

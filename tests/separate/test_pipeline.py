@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -277,6 +278,22 @@ def test_rerun_with_other_output_settings_separates_again(tmp_path, small_bundle
     assert rows["vocals"]["settings_id"] and rows["vocals"]["model_kind"] == "bundle"
     assert rows["vocals"]["weights_sha256"] and len(rows["vocals"]["weights_sha256"]) == 64
     assert sf.info(rows["vocals"]["output_uri"]).format == "FLAC"
+    # the row names the process that made it: a Ray actor on this host (not the driver), on the CPU
+    host, pid = rows["vocals"]["worker"].rsplit(":", 1)
+    assert host == socket.gethostname() and int(pid) != os.getpid() and rows["vocals"]["device"] == "cpu"
+
+
+def test_worker_identity_names_the_host_process_and_the_gpus_ray_gave_it(monkeypatch):
+    """The catalog's ``worker`` / ``device``: the GPU ids are the node's (Ray's CUDA_VISIBLE_DEVICES),
+    so two actors packed on one GPU (``--gpus-per-actor 0.5``) show the same device, other GPUs another."""
+    from sepcluster.separate.worker import worker_identity
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert worker_identity("cuda") == {"worker": f"{socket.gethostname()}:{os.getpid()}", "device": "cuda (GPU 3)"}
+    assert worker_identity("cuda:0")["device"] == "cuda (GPU 3)"
+    assert worker_identity("cpu")["device"] == "cpu"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert worker_identity("cuda")["device"] == "cuda"
 
 
 def test_musdb_layout_is_read_by_museval_eval_mus_dir(tmp_path, musdb_sample, sepcluster_home):

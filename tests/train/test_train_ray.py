@@ -48,6 +48,7 @@ def test_ddp_two_workers_loss_falls(ddp_run, stem_library):
     r = result.targets["vocals"]
     assert r.finished and r.epoch == TINY["epochs"]
     assert len(r.attempts) == 1 and r.attempts[0]["world_size"] == 2 and len(set(r.attempts[0]["pids"])) == 2
+    assert r.attempts[0]["backend"] == "gloo" and r.attempts[0]["device"] == "cpu"  # nccl on GPUs
     losses = [h["valid_loss"] for h in r.history]
     assert [h["epoch"] for h in r.history] == list(range(1, TINY["epochs"] + 1))
     assert losses[-1] < losses[0], losses
