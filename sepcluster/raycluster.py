@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from typing import Iterator, Optional
 
@@ -137,12 +138,91 @@ def session(address: Optional[str] = None, num_cpus: Optional[int] = None,
         return
     started_here = _connect(address, num_cpus, num_gpus)
     try:
-        yield
+        with contextlib.nullcontext() if verbose() else without_lines(RAY_CORE_NOTICES):
+            yield
     finally:
         if started_here:
             _shutdown_in_background()
         else:
             ray.shutdown()
+
+
+# Lines Ray's C++ core prints on the driver's stderr (not through Python logging, so no filter
+# there reaches them) that are Ray's own notices, not the job's errors; shown with --verbose.
+# Every Ray Data actor pool (separate's workers) makes the driver print, once per actor, at ERROR
+# level: "Actor ... has constructor arguments in the object store and max_restarts > 0 ..." about
+# the arguments Ray Data itself passes (ray-project/ray#57733; it holds them for the whole job).
+RAY_CORE_NOTICES = (re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,.]+ [EW] \d+ \d+\] core_worker\.cc:\d+: Actor with class "
+                               rb"name: '[^']*' and ID: '[0-9a-f]+' has constructor arguments in the object store "
+                               rb"and max_restarts > 0\.[^\n]*\n"),)
+
+
+_CORE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d")
+_CORE_LINE_PREFIX = re.compile(rb"\[[\d-]{0,10}( \d?)?")
+
+
+def _core_line_start(pending: bytes) -> int:
+    """Where an unfinished line in Ray's core log format may start in ``pending`` (len: none)."""
+    start = pending.rfind(b"[")
+    if start < 0:
+        return len(pending)
+    tail = pending[start:]
+    if _CORE_LINE.match(tail) or _CORE_LINE_PREFIX.fullmatch(tail):
+        return start
+    return len(pending)
+
+
+@contextlib.contextmanager
+def without_lines(patterns: tuple, fd: int = 2) -> Iterator[None]:
+    """For the body, what this process writes to ``fd`` (Python and C++ alike) goes through a pipe
+    that drops the matches of ``patterns`` (compiled bytes regexes, each ending at its newline) and
+    passes everything else on, in order: a progress bar's unfinished line at once, the start of a
+    line in Ray's core log format (``[2026-12-07 10:00:00,000 E ...``) once it is whole or the body ends."""
+    import threading
+
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+
+    def clean(data: bytes) -> bytes:
+        for pattern in patterns:
+            data = pattern.sub(b"", data)
+        return data
+
+    def write(data: bytes) -> None:
+        try:
+            os.write(saved, data)
+        except OSError:  # the terminal went away: keep draining the pipe, writers must never block
+            pass
+
+    def pump() -> None:
+        pending = b""
+        while True:
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            cut = pending.rfind(b"\n") + 1
+            ready, pending = clean(pending[:cut]), pending[cut:]
+            start = _core_line_start(pending)  # a core line may be starting: keep it until its newline
+            ready, pending = ready + pending[:start], pending[start:]
+            if ready:
+                write(ready)
+        if pending:
+            write(clean(pending))
+
+    thread = threading.Thread(target=pump, name="sepcluster-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)  # the pipe's last write end closes: the pump drains it and ends
+        thread.join(timeout=2)  # a child process that still holds the pipe keeps it open: not longer
+        os.close(read_end)
+        os.close(saved)
 
 
 # Stopping a local Ray takes about 1.4 s (Ray stops its processes one by one, each given up to 1 s to

@@ -79,3 +79,39 @@ def test_declared_max_resources_win_and_bad_ones_name_the_variable(no_ray, monke
     with pytest.raises(ConfigError, match="GPU=four") as err:
         raycluster.autoscaling_max()
     assert err.value.field == "SEPCLUSTER_MAX_RESOURCES"
+
+
+NOTICE = ("[2026-12-07 23:55:39,318 E 3239 3239] core_worker.cc:2465: Actor with class name: "
+          "'MapWorker(MapBatches(SeparateWorker))' and ID: 'f8824f09e7a7131ec2918ede01000000' has constructor "
+          "arguments in the object store and max_restarts > 0. If the arguments in the object store go out of "
+          "scope or are lost, the actor restart will fail. See https://github.com/ray-project/ray/issues/53727 "
+          "for more details.\n").encode()
+
+
+def test_without_lines_drops_rays_constructor_notice_and_passes_the_rest_in_order(capfd):
+    """What the process writes to fd 2 while a session runs: Ray's notice goes (also written in two
+    pieces, after a progress bar's unfinished line), any other core line and Python's own lines stay,
+    a progress bar's unfinished line comes out at once, and the last one when the session ends."""
+    import sys
+    import time
+
+    other = b"[2026-12-07 23:55:40,001 E 3239 3239] core_worker.cc:100: the raylet is gone\n"
+    with raycluster.without_lines(raycluster.RAY_CORE_NOTICES):
+        os.write(2, b"\rseparate:   0%|          | 0/2 [00:00<?, ?track/s]")
+        seen = ""
+        for _ in range(100):  # the bar's line is passed on before it ends
+            seen += capfd.readouterr().err
+            if seen:
+                break
+            time.sleep(0.02)
+        assert seen == "\rseparate:   0%|          | 0/2 [00:00<?, ?track/s]"
+        os.write(2, NOTICE[:30])
+        os.write(2, NOTICE[30:])
+        sys.stderr.write("separate: a warning of the job\n")
+        sys.stderr.flush()
+        os.write(2, other + NOTICE)
+        os.write(2, b"\rseparate: 100%|##########| 2/2 [00:03<00:00]")
+    assert capfd.readouterr().err == ("separate: a warning of the job\n" + other.decode()
+                                      + "\rseparate: 100%|##########| 2/2 [00:03<00:00]")
+    os.write(2, NOTICE)  # after the session, fd 2 is the terminal's again
+    assert capfd.readouterr().err == NOTICE.decode()

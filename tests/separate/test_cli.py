@@ -67,3 +67,23 @@ def test_credentials_inside_an_s3_uri_are_refused_and_never_printed(tmp_path, se
     err = capsys.readouterr().err
     assert "s3cr3tKey" not in err and "AKIAEXAMPLE" not in err
     assert "credentials inside an S3 URI" in err and "s3://***@bucket/in" in err
+
+
+def test_a_run_prints_the_summary_without_ray_core_lines(small_bundle, tmp_path, sepcluster_home):
+    """A plain run's stderr holds the job's own lines, not Ray's C++ core notices: Ray Data's actor pool
+    makes the driver's core print an ERROR line about Ray Data's own constructor arguments on every
+    run (ray-project/ray#57733), which sepcluster drops (``--verbose`` shows it)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    track = write(tmp_path / "in" / "a.wav", synth(2.0, 44100, seed=3), 44100)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "sepcluster", "separate", track, "-m", small_bundle,
+                           "-o", str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 separated" in done.stdout + done.stderr
+    core = [line for line in done.stderr.splitlines() if re.match(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [EWIF] \d+ \d+\]", line)]
+    assert core == [], core
