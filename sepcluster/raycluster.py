@@ -157,72 +157,58 @@ RAY_CORE_NOTICES = (re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,.]+ [EW] \d+ \d+\] core
                                rb"and max_restarts > 0\.[^\n]*\n"),)
 
 
-_CORE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d")
-_CORE_LINE_PREFIX = re.compile(rb"\[[\d-]{0,10}( \d?)?")
-
-
-def _core_line_start(pending: bytes) -> int:
-    """Where an unfinished line in Ray's core log format may start in ``pending`` (len: none)."""
-    start = pending.rfind(b"[")
-    if start < 0:
-        return len(pending)
-    tail = pending[start:]
-    if _CORE_LINE.match(tail) or _CORE_LINE_PREFIX.fullmatch(tail):
-        return start
-    return len(pending)
+# The filter process of :func:`without_lines`: it ignores Ctrl-C (the job handles it and the filter
+# must pass its last lines on) and ends when every write end of its pipe is closed.
+_FILTER = ("import os, re, signal, sys\n"
+           "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+           "patterns = [re.compile(p.encode('latin-1')) for p in sys.argv[1:]]\n"
+           "while True:\n"
+           "    chunk = os.read(0, 1 << 20)\n"
+           "    if not chunk:\n"
+           "        break\n"
+           "    for p in patterns:\n"
+           "        chunk = p.sub(b'', chunk)\n"
+           "    try:\n"
+           "        os.write(1, chunk)\n"
+           "    except OSError:\n"
+           "        pass\n")
 
 
 @contextlib.contextmanager
 def without_lines(patterns: tuple, fd: int = 2) -> Iterator[None]:
-    """For the body, what this process writes to ``fd`` (Python and C++ alike) goes through a pipe
-    that drops the matches of ``patterns`` (compiled bytes regexes, each ending at its newline) and
-    passes everything else on, in order: a progress bar's unfinished line at once, the start of a
-    line in Ray's core log format (``[2026-12-07 10:00:00,000 E ...``) once it is whole or the body ends."""
-    import threading
+    """For the body, what this process writes to ``fd`` (Python and C++ alike) goes through a small
+    filter process that drops the matches of ``patterns`` (compiled bytes regexes, each a whole
+    line) and passes everything else on at once, in order. A separate process, so that nothing is
+    lost when this one dies: the last lines of a crash still come out. Ray's core writes each line
+    in one ``write`` (atomic in a pipe up to 4 kB), so a line arrives whole. Without a usable
+    ``fd`` (a daemon), the body runs unfiltered."""
+    import subprocess
 
     sys.stderr.flush()
-    saved = os.dup(fd)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, fd)
-    os.close(write_end)
-
-    def clean(data: bytes) -> bytes:
-        for pattern in patterns:
-            data = pattern.sub(b"", data)
-        return data
-
-    def write(data: bytes) -> None:
-        try:
-            os.write(saved, data)
-        except OSError:  # the terminal went away: keep draining the pipe, writers must never block
-            pass
-
-    def pump() -> None:
-        pending = b""
-        while True:
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            pending += chunk
-            cut = pending.rfind(b"\n") + 1
-            ready, pending = clean(pending[:cut]), pending[cut:]
-            start = _core_line_start(pending)  # a core line may be starting: keep it until its newline
-            ready, pending = ready + pending[:start], pending[start:]
-            if ready:
-                write(ready)
-        if pending:
-            write(clean(pending))
-
-    thread = threading.Thread(target=pump, name="sepcluster-stderr", daemon=True)
-    thread.start()
+    try:
+        saved = os.dup(fd)
+    except OSError:
+        yield
+        return
+    try:
+        filt = subprocess.Popen([sys.executable, "-c", _FILTER, *(p.pattern.decode("latin-1") for p in patterns)],
+                                stdin=subprocess.PIPE, stdout=saved, close_fds=True)
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    os.dup2(filt.stdin.fileno(), fd)
+    filt.stdin.close()
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(saved, fd)  # the pipe's last write end closes: the pump drains it and ends
-        thread.join(timeout=2)  # a child process that still holds the pipe keeps it open: not longer
-        os.close(read_end)
+        os.dup2(saved, fd)  # the pipe's last write end here closes: the filter passes the rest on and ends
         os.close(saved)
+        try:
+            filt.wait(timeout=2)  # (a child process of ours that still holds the pipe keeps it open)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 # Stopping a local Ray takes about 1.4 s (Ray stops its processes one by one, each given up to 1 s to
