@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import sys
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 _FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "SEPCLUSTER_HOME", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
                   "AWS_REGION", "AWS_DEFAULT_REGION", "MLFLOW_DISABLE_TELEMETRY", "SEPCLUSTER_EXPERIMENT")
@@ -137,24 +137,40 @@ def session(address: Optional[str] = None, num_cpus: Optional[int] = None,
         yield
         return
     started_here = _connect(address, num_cpus, num_gpus)
+    # Ray's notices are dropped until Ray is shut down: its log deduplicator prints what it held back then
+    quiet = contextlib.ExitStack()
+    if not verbose():
+        for fd in (1, 2):
+            quiet.enter_context(without_lines(RAY_NOTICES, fd))
     try:
-        with contextlib.nullcontext() if verbose() else without_lines(RAY_CORE_NOTICES):
-            yield
+        yield
     finally:
         if started_here:
-            _shutdown_in_background()
+            _shutdown_in_background(then=quiet.close)
         else:
-            ray.shutdown()
+            try:
+                ray.shutdown()
+            finally:
+                quiet.close()
 
 
-# Lines Ray's C++ core prints on the driver's stderr (not through Python logging, so no filter
-# there reaches them) that are Ray's own notices, not the job's errors; shown with --verbose.
-# Every Ray Data actor pool (separate's workers) makes the driver print, once per actor, at ERROR
-# level: "Actor ... has constructor arguments in the object store and max_restarts > 0 ..." about
-# the arguments Ray Data itself passes (ray-project/ray#57733; it holds them for the whole job).
-RAY_CORE_NOTICES = (re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,.]+ [EW] \d+ \d+\] core_worker\.cc:\d+: Actor with class "
-                               rb"name: '[^']*' and ID: '[0-9a-f]+' has constructor arguments in the object store "
-                               rb"and max_restarts > 0\.[^\n]*\n"),)
+# Lines Ray prints on the driver's stdout or stderr that are Ray's own notices about what
+# sepcluster does on purpose, not the job's errors, and that the user cannot act on; shown with
+# --verbose. They come from Ray's C++ core or its error channel (printed to stdout), not through
+# Python logging, so no logging filter reaches them.
+RAY_NOTICES = (
+    # Every Ray Data actor pool (separate's workers) makes the driver's core print, once per actor,
+    # at ERROR level, about the arguments Ray Data itself passes (ray-project/ray#57733; it holds
+    # them for the whole job): "Actor ... has constructor arguments in the object store and
+    # max_restarts > 0 ...".
+    re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,.]+ [EW] \d+ \d+\] core_worker\.cc:\d+: Actor with class name: '[^']*' "
+               rb"and ID: '[0-9a-f]+' has constructor arguments in the object store and max_restarts > 0\.[^\n]*\n"),
+    # Concurrent trainers (train's per-target fan-out) start Ray Train's helper actors at once, and
+    # the raylet warns "(raylet) WARNING: N PYTHON worker processes have been started on node ...
+    # which is Nx the maximum expected startup concurrency" (coloured, perhaps "[repeated Nx ...]").
+    re.compile(rb"(\x1b\[\d+m)?\(raylet[^)]*\)(\x1b\[0m)? WARNING: \d+ PYTHON worker processes have been started "
+               rb"on node: [^\n]*\n"),
+)
 
 
 # The filter process of :func:`without_lines`: it ignores Ctrl-C (the job handles it and the filter
@@ -174,6 +190,14 @@ _FILTER = ("import os, re, signal, sys\n"
            "        pass\n")
 
 
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # replaced, closed or broken streams
+            pass
+
+
 @contextlib.contextmanager
 def without_lines(patterns: tuple, fd: int = 2) -> Iterator[None]:
     """For the body, what this process writes to ``fd`` (Python and C++ alike) goes through a small
@@ -184,7 +208,7 @@ def without_lines(patterns: tuple, fd: int = 2) -> Iterator[None]:
     ``fd`` (a daemon), the body runs unfiltered."""
     import subprocess
 
-    sys.stderr.flush()
+    _flush()
     try:
         saved = os.dup(fd)
     except OSError:
@@ -202,7 +226,7 @@ def without_lines(patterns: tuple, fd: int = 2) -> Iterator[None]:
     try:
         yield
     finally:
-        sys.stderr.flush()
+        _flush()
         os.dup2(saved, fd)  # the pipe's last write end here closes: the filter passes the rest on and ends
         os.close(saved)
         try:
@@ -218,13 +242,21 @@ def without_lines(patterns: tuple, fd: int = 2) -> Iterator[None]:
 _SHUTDOWN: Optional["threading.Thread"] = None
 
 
-def _shutdown_in_background() -> None:
+def _shutdown_in_background(then: Optional[Callable[[], Any]] = None) -> None:
+    """``ray.shutdown()`` in a thread, then ``then()`` in it."""
     global _SHUTDOWN
     import threading
 
     import ray
 
-    _SHUTDOWN = threading.Thread(target=ray.shutdown, name="sepcluster-ray-shutdown")
+    def stop() -> None:
+        try:
+            ray.shutdown()
+        finally:
+            if then is not None:
+                then()
+
+    _SHUTDOWN = threading.Thread(target=stop, name="sepcluster-ray-shutdown")
     _SHUTDOWN.start()
 
 

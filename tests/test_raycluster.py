@@ -88,15 +88,18 @@ NOTICE = ("[2026-12-07 23:55:39,318 E 3239 3239] core_worker.cc:2465: Actor with
           "for more details.\n").encode()
 
 
-def test_without_lines_drops_rays_constructor_notice_and_passes_the_rest_in_order(capfd):
-    """What the process writes to fd 2 while a session runs: Ray's notice goes (also right after a
-    progress bar's unfinished line), any other core line and Python's own lines stay, in order, and
-    a progress bar's unfinished line comes out at once, not when the session ends."""
+def test_without_lines_drops_rays_notices_and_passes_the_rest_in_order(capfd):
+    """What the process writes to fd 2 while a session runs: Ray's notices go (the actor-arguments
+    line, also right after a progress bar's unfinished line, and the raylet's worker start-up
+    warning), any other core line and Python's own lines stay, in order, and a progress bar's
+    unfinished line comes out at once, not when the session ends."""
     import sys
     import time
 
     other = b"[2026-12-07 23:55:40,001 E 3239 3239] core_worker.cc:100: the raylet is gone\n"
-    with raycluster.without_lines(raycluster.RAY_CORE_NOTICES):
+    startups = (b"\x1b[33m(raylet)\x1b[0m WARNING: 8 PYTHON worker processes have been started on node: e1234f34 with "
+                b"address: 192.0.2.2, which is 4x the maximum expected startup concurrency (2). This could be ...\n")
+    with raycluster.without_lines(raycluster.RAY_NOTICES):
         os.write(2, b"\rseparate:   0%|          | 0/2 [00:00<?, ?track/s]")
         seen = ""
         for _ in range(250):
@@ -109,6 +112,7 @@ def test_without_lines_drops_rays_constructor_notice_and_passes_the_rest_in_orde
         sys.stderr.write("separate: a warning of the job\n")
         sys.stderr.flush()
         os.write(2, other + NOTICE)
+        os.write(2, startups)
         os.write(2, b"\rseparate: 100%|##########| 2/2 [00:03<00:00]")
     assert capfd.readouterr().err == ("separate: a warning of the job\n" + other.decode()
                                       + "\rseparate: 100%|##########| 2/2 [00:03<00:00]")
@@ -122,8 +126,18 @@ def test_without_lines_loses_nothing_when_the_process_dies():
     import sys
 
     code = ("import os\nfrom sepcluster import raycluster\n"
-            "with raycluster.without_lines(raycluster.RAY_CORE_NOTICES):\n"
+            "with raycluster.without_lines(raycluster.RAY_NOTICES):\n"
             "    os.write(2, b'F check failed: the reason\\n')\n"
             "    os.abort()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert done.returncode != 0 and done.stderr.endswith(b"F check failed: the reason\n"), done.stderr
+
+
+def test_sessions_drop_the_raylets_start_up_warning_from_stdout(capfd):
+    """Ray's error channel prints the raylet's worker start-up warning (concurrent trainers) to stdout."""
+    startups = (b"\x1b[33m(raylet)\x1b[0m WARNING: 8 PYTHON worker processes have been started on node: e1234f34 with "
+                b"address: 192.0.2.2, which is 4x the maximum expected startup concurrency (2). [repeated 4x across "
+                b"cluster]\n")
+    with raycluster.without_lines(raycluster.RAY_NOTICES, 1):
+        os.write(1, b"train: the job's own line\n" + startups)
+    assert capfd.readouterr().out == "train: the job's own line\n"
